@@ -1,0 +1,122 @@
+//! Exit codes shared by every binary, and the error that carries one.
+
+use std::fmt;
+
+/// DESIGN.md's exit codes. Scripts rely on the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExitCode {
+    Done = 0,
+    Failed = 1,
+    Usage = 2,
+    RetryLater = 3,
+    Security = 4,
+    Invalid = 5,
+    Busy = 6,
+    RolledBack = 7,
+    Failsafe = 8,
+}
+
+impl ExitCode {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code.code())
+    }
+}
+
+/// An error a tool reports in one line on stderr and maps to an exit code.
+/// The message names what failed and, where it can, what to do.
+#[derive(Debug)]
+pub struct Error {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Failed, message)
+    }
+    pub fn security(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Security, message)
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Invalid, message)
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Usage, message)
+    }
+
+    /// An I/O failure on `what` (a path, "stdin", "stdout").
+    pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
+        let hint = match err.raw_os_error() {
+            Some(libc_enospc) if libc_enospc == 28 => ": the disk is full, free some space",
+            _ => "",
+        };
+        Self::failed(format!("{what}: {err}{hint}"))
+    }
+
+    /// Prefixes the message with context, keeping the exit code.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Reports `result` the way every fw binary does: nothing on success, one
+/// line `TOOL: error: MESSAGE` on stderr otherwise, and the matching exit code.
+pub fn report(tool: &str, result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => ExitCode::Done.into(),
+        Err(err) => {
+            eprintln!("{tool}: error: {}", err.message);
+            err.code.into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_design() {
+        assert_eq!(ExitCode::Security.code(), 4);
+        assert_eq!(ExitCode::Invalid.code(), 5);
+        assert_eq!(ExitCode::Failsafe.code(), 8);
+    }
+
+    #[test]
+    fn enospc_says_disk_full() {
+        let err = Error::io("out.tar", std::io::Error::from_raw_os_error(28));
+        assert!(err.message.contains("disk is full"), "{}", err.message);
+        assert_eq!(err.code, ExitCode::Failed);
+    }
+
+    #[test]
+    fn context_keeps_code() {
+        let err = Error::invalid("bad entry").context("pkg.fw");
+        assert_eq!(err.code, ExitCode::Invalid);
+        assert_eq!(err.message, "pkg.fw: bad entry");
+    }
+}

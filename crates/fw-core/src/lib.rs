@@ -1,0 +1,14 @@
+//! What several fw tools share: the exit codes and error type of DESIGN.md,
+//! the signed manifest, keyring loading, the one trust rule for OpenPGP
+//! signatures, and stderr logging.
+
+pub mod error;
+pub mod keyring;
+pub mod log;
+pub mod manifest;
+pub mod trust;
+
+pub use error::{Error, ExitCode, Result};
+
+/// The version every fw tool reports, and writes into manifests it packs.
+pub const FW_VERSION: &str = env!("CARGO_PKG_VERSION");

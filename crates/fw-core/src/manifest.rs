@@ -1,0 +1,342 @@
+//! The signed manifest: every entry of a firmware tree, and what it is.
+//!
+//! It lives at `NAME/.fw/manifest.json` (with its detached signature at
+//! `NAME/.fw/manifest.sig`), and is the first entry of every package.
+//! `.fw/` itself is fw's own and never listed.
+//!
+//! Modification times are deliberately not part of it: two builds of the
+//! same file are the same file, and fw-verify does not compare mtimes.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where the manifest and its signature sit inside a version's tree.
+pub const FW_DIR: &str = ".fw";
+pub const MANIFEST_PATH: &str = ".fw/manifest.json";
+pub const SIGNATURE_PATH: &str = ".fw/manifest.sig";
+
+/// The manifest's own format version.
+pub const FORMAT: u32 = 1;
+
+/// Names a version directory may not take: they are the target's links.
+pub const RESERVED_NAMES: &[&str] = &["current", "previous", "failsafe"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    /// The firmware's name: the packed directory's name.
+    pub name: String,
+    pub version: String,
+    /// Anti-rollback counter: a device refuses anything below the highest
+    /// it has installed.
+    pub security_version: u64,
+    /// Seconds since the epoch (SOURCE_DATE_EPOCH when set).
+    pub created: u64,
+    /// The packing tool and its version, e.g. `fw-sign 0.1.0`.
+    pub tool: String,
+    /// Every entry of the tree but `.fw/`, sorted by path; `.` is the root.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Relative to the version's directory, `/`-separated, UTF-8.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Permission bits, including setuid, setgid and sticky (0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Files: size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Files: BLAKE3 of the content, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Symlinks: the target, exactly as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Files that are hard links within the tree: the path of the first
+    /// file (in manifest order) of the same inode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<String>,
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
+        json.push(b'\n');
+        json
+    }
+
+    /// Parses and checks a manifest: known format, a usable name, safe and
+    /// sorted unique paths, the fields each kind needs.
+    pub fn from_json(json: &[u8]) -> Result<Manifest> {
+        let manifest: Manifest = serde_json::from_slice(json)
+            .map_err(|e| Error::invalid(format!("{MANIFEST_PATH} is malformed: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.format != FORMAT {
+            return Err(Error::invalid(format!(
+                "{MANIFEST_PATH} has format {}, this fw reads format {FORMAT}: upgrade fw",
+                self.format
+            )));
+        }
+        validate_name(&self.name)?;
+        let mut previous: Option<&str> = None;
+        for entry in &self.entries {
+            validate_path(&entry.path)?;
+            if let Some(prev) = previous {
+                if path_order(prev, &entry.path) != std::cmp::Ordering::Less {
+                    return Err(Error::invalid(format!(
+                        "{MANIFEST_PATH}: entry {:?} is out of order or listed twice",
+                        entry.path
+                    )));
+                }
+            }
+            previous = Some(&entry.path);
+            let complete = match entry.kind {
+                Kind::File => {
+                    entry.size.is_some()
+                        && entry.blake3.as_deref().is_some_and(is_blake3_hex)
+                        && entry.target.is_none()
+                }
+                Kind::Dir => entry.size.is_none() && entry.target.is_none(),
+                Kind::Symlink => entry.target.is_some() && entry.blake3.is_none(),
+            };
+            if !complete || entry.mode & !0o7777 != 0 {
+                return Err(Error::invalid(format!(
+                    "{MANIFEST_PATH}: entry {:?} is incomplete or inconsistent",
+                    entry.path
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// BLAKE3 of the manifest's bytes, the identity `.fw/verified` records.
+    pub fn digest(json: &[u8]) -> String {
+        blake3::hash(json).to_hex().to_string()
+    }
+}
+
+/// Sort order of manifest and tar entries: by path bytes, but comparing
+/// component by component, so that a directory's entries follow it
+/// directly (`a/b` before `a.txt`).
+pub fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    if a == "." || b == "." {
+        return (a != ".").cmp(&(b != "."));
+    }
+    a.split('/').cmp(b.split('/'))
+}
+
+fn is_blake3_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A firmware name is one path component that cannot be mistaken for a
+/// link of the target or a hidden file.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 200
+        || name.starts_with('.')
+        || name.contains('/')
+        || name.contains('\0')
+        || name.chars().any(char::is_control)
+        || RESERVED_NAMES.contains(&name);
+    if bad {
+        return Err(Error::invalid(format!(
+            "{name:?} cannot be a firmware name: it must be one path component, not hidden, \
+             not one of {RESERVED_NAMES:?}; rename the directory"
+        )));
+    }
+    Ok(())
+}
+
+/// A manifest path is `.` or a relative path of normal components.
+pub fn validate_path(path: &str) -> Result<()> {
+    if path == "." {
+        return Ok(());
+    }
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        || path == FW_DIR
+        || path.starts_with(".fw/");
+    if bad {
+        return Err(Error::invalid(format!(
+            "{MANIFEST_PATH}: unsafe entry path {path:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Size and BLAKE3 (hex) of a file's content. Large files are hashed on
+/// all cores.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut hasher = blake3::Hasher::new();
+    let len = std::fs::symlink_metadata(path)?.len();
+    if len >= 4 << 20 {
+        hasher.update_mmap_rayon(path)?;
+    } else {
+        let mut file = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            name: "sample".into(),
+            version: "1.0".into(),
+            security_version: 3,
+            created: 0,
+            tool: "fw-sign test".into(),
+            entries: vec![
+                Entry {
+                    path: ".".into(),
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    size: None,
+                    blake3: None,
+                    target: None,
+                    hardlink: None,
+                },
+                Entry {
+                    path: "bin".into(),
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    size: None,
+                    blake3: None,
+                    target: None,
+                    hardlink: None,
+                },
+                Entry {
+                    path: "bin/app".into(),
+                    kind: Kind::File,
+                    mode: 0o4755,
+                    uid: 0,
+                    gid: 0,
+                    size: Some(3),
+                    blake3: Some(blake3::hash(b"abc").to_hex().to_string()),
+                    target: None,
+                    hardlink: None,
+                },
+                Entry {
+                    path: "bin.txt".into(),
+                    kind: Kind::Symlink,
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                    size: None,
+                    blake3: None,
+                    target: Some("bin/app".into()),
+                    hardlink: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let manifest = sample();
+        let json = manifest.to_json();
+        assert_eq!(Manifest::from_json(&json).unwrap(), manifest);
+    }
+
+    #[test]
+    fn refuses_unsafe_paths_and_names() {
+        for path in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            ".fw/manifest.json",
+            "",
+        ] {
+            assert!(validate_path(path).is_err(), "{path}");
+        }
+        for name in ["current", ".hidden", "a/b", ""] {
+            assert!(validate_name(name).is_err(), "{name}");
+        }
+        let mut manifest = sample();
+        manifest.entries[2].path = "bin/../../x".into();
+        assert_eq!(
+            Manifest::from_json(&manifest.to_json()).unwrap_err().code,
+            crate::ExitCode::Invalid
+        );
+    }
+
+    #[test]
+    fn refuses_duplicates_and_disorder() {
+        let mut manifest = sample();
+        manifest.entries.swap(2, 3);
+        assert!(manifest.validate().is_err());
+        let mut manifest = sample();
+        let dup = manifest.entries[2].clone();
+        manifest.entries.insert(2, dup);
+        assert!(manifest.validate().is_err());
+    }
+
+    #[test]
+    fn directory_contents_sort_before_siblings_with_dots() {
+        assert_eq!(path_order("a/b", "a.txt"), std::cmp::Ordering::Less);
+        assert_eq!(path_order(".", "a"), std::cmp::Ordering::Less);
+        assert_eq!(path_order("a", "a/b"), std::cmp::Ordering::Less);
+    }
+
+    #[test]
+    fn hashes_files_small_and_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"abc").unwrap();
+        assert_eq!(
+            hash_file(&small).unwrap(),
+            (3, blake3::hash(b"abc").to_hex().to_string())
+        );
+        let data = vec![7u8; 5 << 20];
+        let large = dir.path().join("large");
+        std::fs::write(&large, &data).unwrap();
+        assert_eq!(
+            hash_file(&large).unwrap(),
+            (data.len() as u64, blake3::hash(&data).to_hex().to_string())
+        );
+    }
+}

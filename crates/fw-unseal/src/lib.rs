@@ -1,0 +1,300 @@
+//! fw-unseal: the device's streaming gate. Reads an fw package (an OpenPGP
+//! message, binary or armored), decrypts it with the keyring's device key
+//! when it is encrypted, verifies it by the trust rule of
+//! [`fw_core::trust`], and writes the tar.gz inside to its output.
+//!
+//! OpenPGP proves a signature only at the end of a message, so bytes flow
+//! before the verdict; the last [`HOLD_BACK`] bytes (always past the gzip
+//! trailer) are written only after the signature and the MDC verified.
+//! fw-unpack refuses a gzip stream without its trailer, so nothing
+//! downstream completes on bytes that did not verify. With `spool`,
+//! nothing at all is written before the verdict.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Seek, Write};
+
+use openpgp::parse::stream::DecryptorBuilder;
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use sequoia_openpgp as openpgp;
+
+use fw_core::keyring::Keyring;
+use fw_core::trust::{self, Signer, TrustHelper};
+use fw_core::{Error, Result};
+
+/// How much of the plaintext's tail waits for the verdict. Also sequoia's
+/// own look-ahead, so memory stays near twice this whatever the package.
+pub const HOLD_BACK: usize = 1 << 20;
+
+const CHUNK: usize = 64 << 10;
+
+/// What a successful unseal proved.
+#[derive(Debug, Clone)]
+pub struct Unsealed {
+    pub signer: Signer,
+    pub decrypted_with: Option<String>,
+    pub bytes: u64,
+}
+
+/// Where verified bytes go: straight out, holding back the tail, or all
+/// spooled until the end.
+enum Sink<W: Write> {
+    HoldBack { out: W, tail: VecDeque<u8> },
+    Spool { out: W, spool: std::fs::File },
+}
+
+impl<W: Write> Sink<W> {
+    fn accept(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            Sink::HoldBack { out, tail } => {
+                tail.extend(chunk);
+                if tail.len() > HOLD_BACK {
+                    let release = tail.len() - HOLD_BACK;
+                    let (front, back) = tail.as_slices();
+                    let from_front = release.min(front.len());
+                    out.write_all(&front[..from_front])
+                        .and_then(|()| out.write_all(&back[..release - from_front]))
+                        .map_err(|e| Error::io("stdout", e))?;
+                    tail.drain(..release);
+                }
+                Ok(())
+            }
+            Sink::Spool { spool, .. } => spool
+                .write_all(chunk)
+                .map_err(|e| Error::io("the spool file", e)),
+        }
+    }
+
+    /// Called only once the message verified.
+    fn release(self) -> Result<()> {
+        match self {
+            Sink::HoldBack { mut out, tail } => {
+                let (front, back) = tail.as_slices();
+                out.write_all(front)
+                    .and_then(|()| out.write_all(back))
+                    .and_then(|()| out.flush())
+                    .map_err(|e| Error::io("stdout", e))
+            }
+            Sink::Spool { mut out, mut spool } => {
+                spool
+                    .seek(io::SeekFrom::Start(0))
+                    .map_err(|e| Error::io("the spool file", e))?;
+                io::copy(&mut spool, &mut out)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Error::io("stdout", e))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Unseals `input` into `output`. On error, the held-back tail (or, with
+/// `spool`, everything) has not been written.
+pub fn unseal<R, W>(keyring: &Keyring, mut input: R, output: W, spool: bool) -> Result<Unsealed>
+where
+    R: Read + Send + Sync,
+    W: Write,
+{
+    // Tell "not OpenPGP at all" (exit 5) from "did not verify" (exit 4).
+    let mut prefix = vec![0u8; 64];
+    let mut have = 0;
+    while have < prefix.len() {
+        match input.read(&mut prefix[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("stdin", e)),
+        }
+    }
+    prefix.truncate(have);
+    if prefix.is_empty() {
+        return Err(Error::invalid("stdin is empty: pipe an fw package in"));
+    }
+    if !trust::looks_like_openpgp(&prefix) {
+        let hint = if prefix.starts_with(&[0x1f, 0x8b]) {
+            " (it is gzip data: was it unsealed already?)"
+        } else {
+            ""
+        };
+        return Err(Error::invalid(format!(
+            "stdin is not an OpenPGP message{hint}: give an fw package made by fw-sign pack"
+        )));
+    }
+    let input = io::Cursor::new(prefix).chain(input);
+
+    let mut sink = if spool {
+        let file = tempfile::tempfile()
+            .map_err(|e| Error::io("cannot create an unlinked spool file in $TMPDIR", e))?;
+        Sink::Spool {
+            out: output,
+            spool: file,
+        }
+    } else {
+        Sink::HoldBack {
+            out: output,
+            tail: VecDeque::with_capacity(HOLD_BACK + CHUNK),
+        }
+    };
+
+    let helper = TrustHelper::new(keyring);
+    let outcome = helper.outcome();
+    let policy = StandardPolicy::new();
+    let decryptor = DecryptorBuilder::from_reader(input)
+        .map(|b| b.buffer_size(HOLD_BACK))
+        .and_then(|b| b.with_policy(&policy, trust::verification_time(), helper));
+    let mut decryptor = match decryptor {
+        Ok(d) => d,
+        Err(e) => return Err(outcome.borrow_mut().error_for(e)),
+    };
+
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        let n = match decryptor.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(outcome.borrow_mut().error_for(e)),
+        };
+        bytes += n as u64;
+        sink.accept(&buf[..n])?;
+    }
+    // Sequoia reports the end of the data only after the helper's check
+    // passed; a missing signer here would mean the check never ran.
+    let (signer, decrypted_with) = {
+        let mut outcome = outcome.borrow_mut();
+        match outcome.signer.take() {
+            Some(signer) => (signer, outcome.decrypted_with.take()),
+            None => return Err(outcome.error_for("no signature was checked")),
+        }
+    };
+    sink.release()?;
+    Ok(Unsealed {
+        signer,
+        decrypted_with,
+        bytes,
+    })
+}
+
+/// Unseals a whole package held in memory (for tests and small tools).
+pub fn unseal_bytes(keyring: &Keyring, package: &[u8], spool: bool) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    unseal(keyring, package, &mut out, spool)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openpgp::Cert;
+    use std::path::Path;
+
+    struct Keys {
+        dir: tempfile::TempDir,
+        vendor_key: std::path::PathBuf,
+        vendor: Cert,
+        device: Cert,
+        device_cert_file: std::path::PathBuf,
+    }
+
+    fn keys() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let vendor_armored = fw_sign::keygen("vendor").unwrap();
+        let device_armored = fw_sign::keygen("device").unwrap();
+        let vendor_key = dir.path().join("vendor.key");
+        std::fs::write(&vendor_key, &vendor_armored).unwrap();
+        let device_cert_file = dir.path().join("device.asc");
+        std::fs::write(
+            &device_cert_file,
+            fw_sign::cert_of(&device_armored).unwrap(),
+        )
+        .unwrap();
+        Keys {
+            vendor: Cert::from_bytes(&vendor_armored).unwrap(),
+            device: Cert::from_bytes(&device_armored).unwrap(),
+            vendor_key,
+            device_cert_file,
+            dir,
+        }
+    }
+
+    fn tree(root: &Path) -> std::path::PathBuf {
+        let dir = root.join("firmware");
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/app"), b"#!/bin/sh\necho hi\n").unwrap();
+        dir
+    }
+
+    fn pack(keys: &Keys, encrypt: bool) -> Vec<u8> {
+        let options = fw_sign::PackOptions {
+            dir: tree(keys.dir.path()),
+            key: keys.vendor_key.clone(),
+            encrypt_for: if encrypt {
+                vec![keys.device_cert_file.clone()]
+            } else {
+                vec![]
+            },
+            version: Some("1".into()),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        fw_sign::pack(&options, &mut out).unwrap();
+        out
+    }
+
+    fn device_keyring(keys: &Keys) -> Keyring {
+        Keyring::from_certs(
+            "test",
+            [
+                keys.vendor.clone().strip_secret_key_material(),
+                keys.device.clone(),
+            ],
+        )
+    }
+
+    #[test]
+    fn round_trip_signed_and_encrypted() {
+        let keys = keys();
+        for encrypt in [false, true] {
+            let package = pack(&keys, encrypt);
+            for spool in [false, true] {
+                let out = unseal_bytes(&device_keyring(&keys), &package, spool).unwrap();
+                assert_eq!(&out[..2], &[0x1f, 0x8b], "gzip magic");
+            }
+        }
+    }
+
+    #[test]
+    fn vendor_secret_key_is_not_a_trust_anchor() {
+        let keys = keys();
+        let package = pack(&keys, false);
+        // Only the vendor's secret key in the keyring: it decrypts, never trusts.
+        let keyring = Keyring::from_certs("test", [keys.vendor.clone()]);
+        let err = unseal_bytes(&keyring, &package, false).unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+    }
+
+    #[test]
+    fn flipped_byte_never_releases_the_tail() {
+        let keys = keys();
+        let mut package = pack(&keys, false);
+        let at = package.len() / 2;
+        package[at] ^= 0x40;
+        let mut out = Vec::new();
+        let err = unseal(&device_keyring(&keys), &package[..], &mut out, false).unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+        // The package is far smaller than the hold-back: nothing came out.
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn not_openpgp_is_invalid_input() {
+        let keys = keys();
+        let err =
+            unseal_bytes(&device_keyring(&keys), b"\x1f\x8b\x08\x00 gzip", false).unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Invalid);
+        assert!(err.message.contains("unsealed already"), "{}", err.message);
+        let err = unseal_bytes(&device_keyring(&keys), b"", false).unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Invalid);
+    }
+}
