@@ -61,8 +61,9 @@ impl Error {
 
     /// An I/O failure on `what` (a path, "stdin", "stdout").
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
+        const ENOSPC: i32 = 28;
         let hint = match err.raw_os_error() {
-            Some(libc_enospc) if libc_enospc == 28 => ": the disk is full, free some space",
+            Some(ENOSPC) => ": the disk is full, free some space",
             _ => "",
         };
         Self::failed(format!("{what}: {err}{hint}"))

@@ -1,0 +1,304 @@
+//! Helpers for the end-to-end tests: the built binaries, keys made by
+//! fw-sign and by GnuPG, sample trees, and checks on gzip streams.
+//!
+//! The tests run the real binaries from the workspace's target directory;
+//! `cargo test --workspace` builds them first.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use tempfile::TempDir;
+
+/// The path of a workspace binary, e.g. `bin("fw-sign")`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/debug/deps/test-HASH → target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A command for a workspace binary with a clean fw environment.
+pub fn fw(name: &str) -> Command {
+    let mut cmd = Command::new(bin(name));
+    cmd.env_remove("FW_KEYRING")
+        .env_remove("FW_TARGET")
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// Runs `cmd` with `stdin` fed from a thread (no deadlock on big outputs).
+pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let input = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        // The child may refuse early and close its stdin: not our failure.
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait for the child");
+    feeder.join().expect("stdin feeder");
+    output
+}
+
+/// Runs `cmd` with stdin from a file.
+pub fn run_file(cmd: &mut Command, stdin: &Path) -> Output {
+    let file = std::fs::File::open(stdin).unwrap_or_else(|e| panic!("{}: {e}", stdin.display()));
+    cmd.stdin(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(output: Output) -> Vec<u8> {
+    assert!(
+        output.status.success(),
+        "command failed with {:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Asserts the exit code and a one-line error on stderr; returns stdout.
+#[track_caller]
+pub fn fails_with(output: Output, code: i32) -> Vec<u8> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}; stderr: {stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("error:"),
+        "no error line on stderr: {stderr:?}"
+    );
+    output.stdout
+}
+
+/// True if `bytes` is one or more complete gzip members and nothing else.
+pub fn is_complete_gzip(bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return false;
+    }
+    let mut decoder = flate2::read::MultiGzDecoder::new(bytes);
+    let mut sink = [0u8; 64 << 10];
+    loop {
+        match decoder.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The paths a tar.gz lists, in order.
+pub fn tar_gz_paths(bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    archive
+        .entries()
+        .expect("a tar stream")
+        .map(|e| {
+            let e = e.expect("a tar entry");
+            String::from_utf8_lossy(&e.path_bytes()).into_owned()
+        })
+        .collect()
+}
+
+/// Keys made by `fw-sign keygen`: a vendor and a device, and the device's
+/// keyring (vendor certificate + device key).
+pub struct Keys {
+    pub dir: PathBuf,
+    pub vendor_key: PathBuf,
+    pub vendor_cert: PathBuf,
+    pub device_key: PathBuf,
+    pub device_cert: PathBuf,
+    pub keyring: PathBuf,
+}
+
+impl Keys {
+    pub fn new(dir: &Path) -> Keys {
+        std::fs::create_dir_all(dir).unwrap();
+        let keys = Keys {
+            dir: dir.to_path_buf(),
+            vendor_key: dir.join("vendor.key"),
+            vendor_cert: dir.join("vendor.asc"),
+            device_key: dir.join("device.key"),
+            device_cert: dir.join("device.asc"),
+            keyring: dir.join("keyring"),
+        };
+        for (key, cert, uid) in [
+            (
+                &keys.vendor_key,
+                &keys.vendor_cert,
+                "Vendor <fw@vendor.example>",
+            ),
+            (
+                &keys.device_key,
+                &keys.device_cert,
+                "Device <device@vendor.example>",
+            ),
+        ] {
+            let secret = ok(run(fw("fw-sign").args(["keygen", "--userid", uid]), b""));
+            std::fs::write(key, &secret).unwrap();
+            std::fs::write(cert, ok(run(fw("fw-sign").arg("cert"), &secret))).unwrap();
+        }
+        std::fs::create_dir_all(&keys.keyring).unwrap();
+        std::fs::copy(&keys.vendor_cert, keys.keyring.join("vendor.asc")).unwrap();
+        std::fs::copy(&keys.device_key, keys.keyring.join("device.asc")).unwrap();
+        keys
+    }
+}
+
+/// A small firmware tree with the shapes a real one has: nested dirs, an
+/// executable, a setuid-free config, a relative and an absolute symlink,
+/// a hard link, a long name, an empty dir and a non-ASCII name.
+pub fn sample_tree(parent: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let root = parent.join(name);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc/app")).unwrap();
+    std::fs::create_dir_all(root.join("var/empty")).unwrap();
+    std::fs::write(root.join("bin/app"), b"#!/bin/sh\necho app v1\n").unwrap();
+    std::fs::set_permissions(root.join("bin/app"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(root.join("etc/app/config"), b"level = 1\n").unwrap();
+    std::fs::set_permissions(
+        root.join("etc/app/config"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::hard_link(root.join("bin/app"), root.join("bin/app-hardlink")).unwrap();
+    symlink("../bin/app", root.join("etc/app-link")).unwrap();
+    symlink("/usr/bin/env", root.join("bin/env")).unwrap();
+    symlink("missing-target", root.join("bin/dangling")).unwrap();
+    let long = "l".repeat(150);
+    std::fs::write(root.join("etc").join(&long), b"long name\n").unwrap();
+    std::fs::write(root.join("etc/grüße-✓.txt"), "utf-8 name\n").unwrap();
+    root
+}
+
+/// A throwaway GnuPG home, for interop tests. Its agent is stopped on drop.
+pub struct Gpg {
+    pub home: TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let gpg = Gpg { home };
+        std::fs::write(
+            gpg.home.path().join("gpg.conf"),
+            "batch\nno-tty\npinentry-mode loopback\npassphrase \n",
+        )
+        .unwrap();
+        gpg
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--no-tty",
+            "--status-fd",
+            "2",
+        ]);
+        cmd
+    }
+
+    /// Runs gpg and returns stdout, failing the test if gpg fails.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        ok(run(self.cmd().args(args), stdin))
+    }
+
+    /// Generates a key; `algo` is `ed25519` (with a cv25519 subkey) or
+    /// `rsa3072` (with an RSA subkey). Returns its fingerprint.
+    pub fn gen_key(&self, uid: &str, algo: &str) -> String {
+        let (primary, sub) = match algo {
+            "ed25519" => ("ed25519", "cv25519"),
+            other => (other, other),
+        };
+        self.ok(
+            &[
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                uid,
+                primary,
+                "sign",
+                "never",
+            ],
+            b"",
+        );
+        let fpr = self.fingerprint(uid);
+        self.ok(
+            &[
+                "--passphrase",
+                "",
+                "--quick-add-key",
+                &fpr,
+                sub,
+                "encr",
+                "never",
+            ],
+            b"",
+        );
+        fpr
+    }
+
+    pub fn fingerprint(&self, uid: &str) -> String {
+        let listing = self.ok(&["--with-colons", "--list-keys", uid], b"");
+        String::from_utf8_lossy(&listing)
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("a fingerprint")
+            .to_string()
+    }
+
+    pub fn export_cert(&self, uid: &str, to: &Path) {
+        std::fs::write(to, self.ok(&["--armor", "--export", uid], b"")).unwrap();
+    }
+
+    pub fn export_secret(&self, uid: &str, to: &Path) {
+        std::fs::write(to, self.ok(&["--armor", "--export-secret-keys", uid], b"")).unwrap();
+    }
+
+    pub fn import(&self, file: &Path) {
+        self.ok(&["--import", file.to_str().unwrap()], b"");
+    }
+}
+
+impl Default for Gpg {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
