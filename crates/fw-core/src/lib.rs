@@ -6,6 +6,7 @@ pub mod error;
 pub mod keyring;
 pub mod log;
 pub mod manifest;
+pub mod target;
 pub mod trust;
 
 pub use error::{Error, ExitCode, Result};

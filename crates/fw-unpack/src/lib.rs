@@ -1,0 +1,832 @@
+//! fw-unpack: extracts the tar.gz that fw-unseal emits into a fresh
+//! directory under `TARGET/.fw/staging/`, refusing anything that could
+//! reach outside it or that the package format does not allow.
+//!
+//! The archive must have exactly DESIGN.md's shape: `NAME/.fw/manifest.json`
+//! first, `NAME/.fw/manifest.sig` second, then `NAME/` and the tree, every
+//! entry listed in the manifest with the same type and mode. The manifest
+//! is not trusted here (fw-verify checks its signature); it only narrows
+//! what may be written.
+//!
+//! Safety does not depend on the tar crate's own checks: every path is
+//! checked component by component, every parent must be a directory this
+//! run created (never a symlink), files are created with O_EXCL and
+//! O_NOFOLLOW, hard links may only point at earlier regular files of the
+//! tree, and the decompressed stream is capped so that neither content
+//! nor tar metadata can exhaust the disk or memory. Success is reported
+//! only after the gzip stream ended with valid trailers and nothing but
+//! whole gzip members followed: a stream cut short (as fw-unseal cuts one
+//! that did not verify) never unpacks.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use flate2::read::MultiGzDecoder;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use fw_core::manifest::{self, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::{Error, Result};
+
+/// The largest manifest and signature fw-unpack reads into memory.
+const MAX_MANIFEST: u64 = 64 << 20;
+const MAX_SIGNATURE: u64 = 64 << 10;
+/// Room for tar headers and padding on top of `--max-bytes` of content.
+const METADATA_ALLOWANCE: u64 = 64 << 20;
+const CHUNK: usize = 256 << 10;
+
+/// What was unpacked.
+#[derive(Debug, Clone)]
+pub struct Unpacked {
+    /// The extracted tree: `TARGET/.fw/staging/unpack-XXXX/NAME`.
+    pub tree: PathBuf,
+    pub name: String,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// The staging directory being written, shared with a signal handler that
+/// removes it. Every change to the file system happens under `lock`, so
+/// the handler never races a half-made entry.
+#[derive(Clone, Default)]
+pub struct Cleanup {
+    current: Arc<Mutex<Option<PathBuf>>>,
+}
+
+impl Cleanup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<PathBuf>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the staging directory being written, if any, and keeps the
+    /// lock so that nothing more is written; for a signal handler's thread
+    /// that exits the process next.
+    pub fn abort(&self) -> Option<PathBuf> {
+        let mut guard = self.lock();
+        let removed = guard.take();
+        if let Some(dir) = &removed {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        std::mem::forget(guard);
+        removed
+    }
+}
+
+/// The default `--max-bytes`: 90% of the space free for unprivileged
+/// writers on the staging directory's file system.
+pub fn default_max_bytes(staging: &Path) -> Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(staging).map_err(|e| {
+        Error::failed(format!(
+            "{}: cannot read free space: {e}",
+            staging.display()
+        ))
+    })?;
+    let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+    Ok(free / 10 * 9)
+}
+
+/// Makes `TARGET/.fw/staging` (mode 0700) if missing.
+pub fn prepare_staging(target: &Path) -> Result<PathBuf> {
+    if !target.is_dir() {
+        return Err(Error::failed(format!(
+            "target {} is not a directory: create it, or give --target",
+            target.display()
+        )));
+    }
+    let state = fw_core::target::state_dir(target);
+    let staging = fw_core::target::staging_dir(target);
+    for dir in [&state, &staging] {
+        match std::fs::create_dir(dir) {
+            Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir.display(), e))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(dir.display(), e)),
+        }
+    }
+    Ok(staging)
+}
+
+/// Counts the decompressed bytes and fails past a cap, so that a
+/// decompression bomb stops at the cap whatever the tar headers claim.
+struct Capped<R> {
+    inner: R,
+    read: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.cap {
+            return Err(io::Error::other(CapExceeded));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct CapExceeded;
+impl std::fmt::Display for CapExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the decompressed stream exceeds the size limit")
+    }
+}
+impl std::error::Error for CapExceeded {}
+
+fn stream_error(err: io::Error, at: &str, max_bytes: u64) -> Error {
+    let capped = err
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<CapExceeded>().is_some());
+    if capped {
+        return Error::invalid(format!(
+            "{at}: the package unpacks to more than --max-bytes {max_bytes}: refusing it \
+             (a decompression bomb, or raise --max-bytes)"
+        ));
+    }
+    Error::invalid(format!(
+        "{at}: the gzip/tar stream is truncated or corrupt ({err}): it did not come whole \
+         from fw-unseal; fetch the package again"
+    ))
+}
+
+fn entry_kind_name(kind: tar::EntryType) -> &'static str {
+    match kind {
+        tar::EntryType::Char => "a character device node",
+        tar::EntryType::Block => "a block device node",
+        tar::EntryType::Fifo => "a fifo",
+        tar::EntryType::GNUSparse => "a sparse file",
+        tar::EntryType::XGlobalHeader => "a PAX global header",
+        tar::EntryType::GNULongName | tar::EntryType::GNULongLink => "a stray GNU long-name header",
+        _ => "an entry of an unsupported type",
+    }
+}
+
+/// Splits an archive path into NAME and the path below it (`.` for NAME
+/// itself), refusing anything but plain relative components.
+fn split_path(raw: &[u8]) -> std::result::Result<(String, String), String> {
+    let path = std::str::from_utf8(raw).map_err(|_| "its path is not UTF-8".to_string())?;
+    if path.starts_with('/') {
+        return Err("it is an absolute path".into());
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let mut parts = trimmed.split('/');
+    let top = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    for part in std::iter::once(top).chain(rest.iter().copied()) {
+        match part {
+            "" => return Err("it has an empty path component".into()),
+            "." => return Err("it has a `.` path component".into()),
+            ".." => return Err("it has a `..` path component".into()),
+            _ if part.contains('\0') => return Err("it has a NUL byte".into()),
+            _ => {}
+        }
+    }
+    let rel = if rest.is_empty() {
+        ".".to_string()
+    } else {
+        rest.join("/")
+    };
+    Ok((top.to_string(), rel))
+}
+
+fn parent_of(rel: &str) -> &str {
+    match rel.rfind('/') {
+        Some(i) => &rel[..i],
+        None => ".",
+    }
+}
+
+fn timespec(secs: u64) -> TimeSpec {
+    TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0)
+}
+
+/// A directory whose mode and times are set once everything inside it
+/// has been written.
+struct PendingDir {
+    path: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+struct Extractor<'a> {
+    /// `…/staging/unpack-XXXX`.
+    work: PathBuf,
+    /// `work/NAME`, once known.
+    tree: PathBuf,
+    name: String,
+    manifest: Option<Manifest>,
+    listed: HashMap<String, usize>,
+    /// What this run created, by path below NAME.
+    created: HashMap<String, Kind>,
+    seen: HashSet<String>,
+    dirs: Vec<PendingDir>,
+    as_root: bool,
+    max_bytes: u64,
+    content: u64,
+    cleanup: &'a Cleanup,
+}
+
+impl Extractor<'_> {
+    fn refuse(&self, entry: &str, why: impl std::fmt::Display) -> Error {
+        Error::invalid(format!("entry {entry:?}: {why}; refusing the package"))
+    }
+
+    fn io(&self, path: &Path, err: io::Error) -> Error {
+        Error::io(path.display(), err)
+    }
+
+    /// Creates a file with `data`'s bytes, never following or replacing
+    /// anything.
+    fn write_file(
+        &mut self,
+        rel_display: &str,
+        path: &Path,
+        data: &mut dyn Read,
+        size: u64,
+    ) -> Result<File> {
+        self.content = self.content.saturating_add(size);
+        if self.content > self.max_bytes {
+            return Err(self.refuse(
+                rel_display,
+                format!(
+                    "the package holds more than --max-bytes {} of content \
+                     (a decompression bomb, or raise --max-bytes)",
+                    self.max_bytes
+                ),
+            ));
+        }
+        let mut file = {
+            let _lock = self.cleanup.lock();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(path)
+                .map_err(|e| self.io(path, e))?
+        };
+        let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
+        let mut written = 0u64;
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_error(e, rel_display, self.max_bytes)),
+            };
+            let _lock = self.cleanup.lock();
+            file.write_all(&buf[..n]).map_err(|e| self.io(path, e))?;
+            written += n as u64;
+        }
+        if written != size {
+            return Err(stream_error(
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+                rel_display,
+                self.max_bytes,
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Owner (as root), mode and mtime of a file just written. The owner
+    /// goes first: chown clears setuid and setgid bits.
+    fn finish_file(&self, file: &File, path: &Path, header: &tar::Header, mode: u32) -> Result<()> {
+        let _lock = self.cleanup.lock();
+        if self.as_root {
+            let (uid, gid) = owner(header);
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|e| self.io(path, e))?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| self.io(path, e))?;
+        let mtime = timespec(header.mtime().unwrap_or(0));
+        nix::sys::stat::futimens(file, &mtime, &mtime)
+            .map_err(|e| self.io(path, io::Error::from(e)))?;
+        Ok(())
+    }
+
+    fn first_entries(
+        &mut self,
+        index: usize,
+        top: &str,
+        rel: &str,
+        entry: &mut dyn Read,
+        header: &tar::Header,
+    ) -> Result<()> {
+        let display = format!("{top}/{rel}");
+        let (want, limit) = if index == 0 {
+            (MANIFEST_PATH, MAX_MANIFEST)
+        } else {
+            (SIGNATURE_PATH, MAX_SIGNATURE)
+        };
+        if rel != want || header.entry_type() != tar::EntryType::Regular {
+            return Err(self.refuse(
+                &display,
+                format!(
+                    "an fw package starts with NAME/{MANIFEST_PATH} then NAME/{SIGNATURE_PATH}; \
+                     this is not one (made by fw-sign pack?)"
+                ),
+            ));
+        }
+        let size = header.entry_size().unwrap_or(u64::MAX);
+        if size > limit {
+            return Err(self.refuse(&display, format!("larger than {limit} bytes")));
+        }
+        if index == 0 {
+            manifest::validate_name(top).map_err(|e| self.refuse(&display, e.message))?;
+            self.name = top.to_string();
+            self.tree = self.work.join(top);
+            let fw_dir = self.tree.join(manifest::FW_DIR);
+            {
+                let _lock = self.cleanup.lock();
+                std::fs::create_dir(&self.tree).map_err(|e| self.io(&self.tree, e))?;
+                std::fs::create_dir(&fw_dir).map_err(|e| self.io(&fw_dir, e))?;
+            }
+            self.created.insert(".".into(), Kind::Dir);
+        } else if top != self.name {
+            return Err(self.refuse(
+                &display,
+                format!("a second top-level directory besides {:?}", self.name),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| stream_error(e, &display, self.max_bytes))?;
+        if index == 0 {
+            let manifest =
+                Manifest::from_json(&bytes).map_err(|e| self.refuse(&display, e.message))?;
+            if manifest.name != self.name {
+                return Err(self.refuse(
+                    &display,
+                    format!(
+                        "the manifest names the firmware {:?}, the archive {:?}",
+                        manifest.name, self.name
+                    ),
+                ));
+            }
+            self.listed = manifest
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.path.clone(), i))
+                .collect();
+            self.manifest = Some(manifest);
+        }
+        let path = self.tree.join(rel);
+        let file = self.write_file(&display, &path, &mut &bytes[..], size)?;
+        self.finish_file(&file, &path, header, 0o644)
+    }
+
+    fn tree_entry(
+        &mut self,
+        top: &str,
+        rel: &str,
+        entry: &mut tar::Entry<'_, impl Read>,
+    ) -> Result<()> {
+        let display = if rel == "." {
+            format!("{top}/")
+        } else {
+            format!("{top}/{rel}")
+        };
+        if top != self.name {
+            return Err(self.refuse(
+                &display,
+                format!("a second top-level directory besides {:?}", self.name),
+            ));
+        }
+        if rel == manifest::FW_DIR || rel.starts_with(".fw/") {
+            return Err(self.refuse(
+                &display,
+                ".fw/ is fw's own and holds only the manifest and its signature",
+            ));
+        }
+        if !self.seen.insert(rel.to_string()) {
+            return Err(self.refuse(&display, "the path appears twice in the archive"));
+        }
+        let header = entry.header().clone();
+        let etype = header.entry_type();
+        let kind = match etype {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Link => {
+                Kind::File
+            }
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink,
+            other => {
+                return Err(self.refuse(
+                    &display,
+                    format!("{} cannot be in a package", entry_kind_name(other)),
+                ))
+            }
+        };
+        if rel == "." && kind != Kind::Dir {
+            return Err(self.refuse(&display, "the top-level entry must be a directory"));
+        }
+        // Never write through a link: every ancestor must be a directory
+        // this run made.
+        let mut ancestor = parent_of(rel);
+        if rel != "." {
+            loop {
+                match self.created.get(ancestor) {
+                    Some(Kind::Dir) => {}
+                    Some(_) => {
+                        return Err(self.refuse(
+                            &display,
+                            format!(
+                                "it would be written through the symlink or file {top}/{ancestor}"
+                            ),
+                        ))
+                    }
+                    None => return Err(self.refuse(
+                        &display,
+                        format!(
+                            "its directory {top}/{ancestor} does not come before it in the archive"
+                        ),
+                    )),
+                }
+                if ancestor == "." {
+                    break;
+                }
+                ancestor = parent_of(ancestor);
+            }
+        }
+        let manifest = self.manifest.as_ref().expect("the manifest came first");
+        let Some(&index) = self.listed.get(rel) else {
+            return Err(self.refuse(&display, "the manifest does not list it"));
+        };
+        let listed = &manifest.entries[index];
+        if listed.kind != kind {
+            return Err(self.refuse(
+                &display,
+                format!("the manifest lists it as a {:?}", listed.kind),
+            ));
+        }
+        let mode = header.mode().unwrap_or(0) & 0o7777;
+        if kind != Kind::Symlink && etype != tar::EntryType::Link && mode != listed.mode {
+            return Err(self.refuse(
+                &display,
+                format!(
+                    "mode {mode:o} differs from the manifest's {:o}",
+                    listed.mode
+                ),
+            ));
+        }
+        let path = self.tree.join(rel);
+        match etype {
+            tar::EntryType::Directory => {
+                if rel != "." {
+                    let _lock = self.cleanup.lock();
+                    std::fs::create_dir(&path).map_err(|e| self.io(&path, e))?;
+                }
+                let (uid, gid) = owner(&header);
+                self.dirs.push(PendingDir {
+                    path,
+                    mode,
+                    uid: uid as u64,
+                    gid: gid as u64,
+                    mtime: header.mtime().unwrap_or(0),
+                });
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.refuse(&display, "a symlink without a target"))?;
+                let target = std::str::from_utf8(&target)
+                    .map_err(|_| self.refuse(&display, "its symlink target is not UTF-8"))?
+                    .to_string();
+                if target.is_empty() || target.contains('\0') {
+                    return Err(self.refuse(&display, "an empty symlink target"));
+                }
+                if listed.target.as_deref() != Some(target.as_str()) {
+                    return Err(self.refuse(&display, "its target differs from the manifest's"));
+                }
+                let _lock = self.cleanup.lock();
+                std::os::unix::fs::symlink(&target, &path).map_err(|e| self.io(&path, e))?;
+                if self.as_root {
+                    let (uid, gid) = owner(&header);
+                    std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                        .map_err(|e| self.io(&path, e))?;
+                }
+                let mtime = timespec(header.mtime().unwrap_or(0));
+                utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    &path,
+                    &mtime,
+                    &mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| self.io(&path, io::Error::from(e)))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.refuse(&display, "a hard link without a target"))?;
+                let target_rel = match split_path(&target) {
+                    Ok((target_top, target_rel)) if target_top == self.name => target_rel,
+                    _ => {
+                        return Err(self.refuse(
+                            &display,
+                            "a hard link must point at an earlier file of the same tree",
+                        ))
+                    }
+                };
+                let is_earlier_file = self.created.get(&target_rel) == Some(&Kind::File)
+                    && !target_rel.starts_with(".fw");
+                if !is_earlier_file {
+                    return Err(self.refuse(
+                        &display,
+                        format!("its hard-link target {top}/{target_rel} is not an earlier regular file of the tree"),
+                    ));
+                }
+                let _lock = self.cleanup.lock();
+                // linkat without AT_SYMLINK_FOLLOW: the target is the file itself.
+                std::fs::hard_link(self.tree.join(&target_rel), &path)
+                    .map_err(|e| self.io(&path, e))?;
+            }
+            _ => {
+                let size = header.entry_size().unwrap_or(u64::MAX);
+                if Some(size) != listed.size {
+                    return Err(self.refuse(&display, "its size differs from the manifest's"));
+                }
+                let file = self.write_file(&display, &path, entry, size)?;
+                self.finish_file(&file, &path, &header, mode)?;
+            }
+        }
+        self.created.insert(rel.to_string(), kind);
+        Ok(())
+    }
+
+    /// Modes, owners and times of directories, deepest first, once nothing
+    /// more is written into them.
+    fn finish_dirs(&mut self) -> Result<()> {
+        let _lock = self.cleanup.lock();
+        let fw_dir = self.tree.join(manifest::FW_DIR);
+        std::fs::set_permissions(&fw_dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(fw_dir.display(), e))?;
+        for dir in self.dirs.iter().rev() {
+            if self.as_root {
+                std::os::unix::fs::lchown(&dir.path, Some(dir.uid as u32), Some(dir.gid as u32))
+                    .map_err(|e| Error::io(dir.path.display(), e))?;
+            }
+            std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
+                .map_err(|e| Error::io(dir.path.display(), e))?;
+            let mtime = timespec(dir.mtime);
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dir.path,
+                &mtime,
+                &mtime,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| Error::io(dir.path.display(), io::Error::from(e)))?;
+        }
+        Ok(())
+    }
+}
+
+fn owner(header: &tar::Header) -> (u32, u32) {
+    let uid = header.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
+    let gid = header.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
+    (uid, gid)
+}
+
+/// Unpacks `input` into a fresh directory under `staging`. On failure the
+/// directory is removed and the error names the entry.
+pub fn unpack<R: Read>(
+    input: R,
+    staging: &Path,
+    max_bytes: u64,
+    cleanup: &Cleanup,
+) -> Result<Unpacked> {
+    let work = {
+        let mut current = cleanup.lock();
+        let dir = tempfile::Builder::new()
+            .prefix("unpack-")
+            .tempdir_in(staging)
+            .map_err(|e| Error::io(staging.display(), e))?
+            .keep();
+        *current = Some(dir.clone());
+        dir
+    };
+    let result = extract(input, &work, max_bytes, cleanup);
+    let mut current = cleanup.lock();
+    if result.is_err() {
+        if let Err(e) = std::fs::remove_dir_all(&work) {
+            if e.kind() != io::ErrorKind::NotFound {
+                fw_core::note!("could not remove {}: {e}", work.display());
+            }
+        }
+    }
+    *current = None;
+    result
+}
+
+fn extract<R: Read>(input: R, work: &Path, max_bytes: u64, cleanup: &Cleanup) -> Result<Unpacked> {
+    let capped = Capped {
+        inner: MultiGzDecoder::new(BufReader::with_capacity(CHUNK, input)),
+        read: 0,
+        cap: max_bytes.saturating_add(METADATA_ALLOWANCE),
+    };
+    let mut archive = tar::Archive::new(capped);
+    let mut x = Extractor {
+        work: work.to_path_buf(),
+        tree: PathBuf::new(),
+        name: String::new(),
+        manifest: None,
+        listed: HashMap::new(),
+        created: HashMap::new(),
+        seen: HashSet::new(),
+        dirs: Vec::new(),
+        as_root: nix::unistd::geteuid().is_root(),
+        max_bytes,
+        content: 0,
+        cleanup,
+    };
+    let mut count = 0usize;
+    {
+        let entries = archive
+            .entries()
+            .map_err(|e| stream_error(e, "the archive", max_bytes))?;
+        for entry in entries {
+            let at = if count == 0 {
+                "the first entry".to_string()
+            } else {
+                format!("after entry {count}")
+            };
+            let mut entry = entry.map_err(|e| stream_error(e, &at, max_bytes))?;
+            let raw_path = entry.path_bytes().into_owned();
+            let shown = String::from_utf8_lossy(&raw_path).into_owned();
+            let (top, rel) = split_path(&raw_path).map_err(|why| x.refuse(&shown, why))?;
+            if count < 2 {
+                let header = entry.header().clone();
+                x.first_entries(count, &top, &rel, &mut entry, &header)?;
+            } else {
+                x.tree_entry(&top, &rel, &mut entry)?;
+            }
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(Error::invalid(
+            "the archive is empty: an fw package starts with NAME/.fw/manifest.json",
+        ));
+    }
+    if count < 2 {
+        return Err(Error::invalid(format!(
+            "the archive ends after the manifest, without {SIGNATURE_PATH}"
+        )));
+    }
+    let manifest = x.manifest.as_ref().expect("the manifest came first");
+    if let Some(missing) = manifest
+        .entries
+        .iter()
+        .find(|e| !x.created.contains_key(&e.path))
+    {
+        let absent = manifest
+            .entries
+            .iter()
+            .filter(|e| !x.created.contains_key(&e.path))
+            .count();
+        return Err(Error::invalid(format!(
+            "the archive lacks {absent} entries the manifest lists, e.g. {}/{}; refusing the package",
+            x.name, missing.path
+        )));
+    }
+
+    // After tar's end: only zero padding, then the gzip trailer(s) and EOF.
+    let mut rest = archive.into_inner();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(e, "after the end of the archive", max_bytes)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(Error::invalid(
+                "data follows the end of the tar archive: refusing the package",
+            ));
+        }
+    }
+    x.finish_dirs()?;
+    Ok(Unpacked {
+        tree: x.tree.clone(),
+        name: x.name.clone(),
+        entries: count as u64,
+        bytes: x.content,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_safe_paths_only() {
+        assert_eq!(split_path(b"fw/").unwrap(), ("fw".into(), ".".into()));
+        assert_eq!(split_path(b"fw/a/b").unwrap(), ("fw".into(), "a/b".into()));
+        assert_eq!(split_path(b"fw/dir/").unwrap(), ("fw".into(), "dir".into()));
+        for bad in [
+            &b"/etc/passwd"[..],
+            b"fw/../x",
+            b"fw//x",
+            b"./fw/x",
+            b"fw/./x",
+            b"fw/\xff",
+        ] {
+            assert!(split_path(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_of("a"), ".");
+        assert_eq!(parent_of("a/b/c"), "a/b");
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A minimal valid archive: manifest, signature (not checked here), root.
+    fn minimal_tar() -> Vec<u8> {
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            name: "fw".into(),
+            version: "1".into(),
+            security_version: 0,
+            created: 0,
+            tool: "test".into(),
+            entries: vec![manifest::Entry {
+                path: ".".into(),
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: None,
+                blake3: None,
+                target: None,
+                hardlink: None,
+            }],
+        };
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("fw/.fw/manifest.json", manifest.to_json()),
+            ("fw/.fw/manifest.sig", b"sig".to_vec()),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, path, &data[..]).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, "fw/", io::empty())
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn gzip_members_must_be_whole_and_followed_by_nothing() {
+        let tar = minimal_tar();
+        let staging = tempfile::tempdir().unwrap();
+        let cleanup = Cleanup::new();
+        let whole = gzip(&tar);
+        let unpacked = unpack(&whole[..], staging.path(), 1 << 30, &cleanup).unwrap();
+        assert!(unpacked.tree.join(".fw/manifest.json").is_file());
+
+        let (a, b) = tar.split_at(700);
+        let two_members = [gzip(a), gzip(b)].concat();
+        unpack(&two_members[..], staging.path(), 1 << 30, &cleanup).unwrap();
+
+        let before: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();
+        for bad in [
+            whole[..whole.len() - 8].to_vec(),
+            whole[..whole.len() - 1].to_vec(),
+            [whole.clone(), b"junk".to_vec()].concat(),
+            [whole.clone(), vec![0u8; 10]].concat(),
+        ] {
+            let err = unpack(&bad[..], staging.path(), 1 << 30, &cleanup).unwrap_err();
+            assert_eq!(err.code, fw_core::ExitCode::Invalid, "{}", err.message);
+        }
+        let after: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();
+        assert_eq!(before.len(), after.len(), "failures leave nothing behind");
+    }
+}

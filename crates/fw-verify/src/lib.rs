@@ -1,0 +1,528 @@
+//! fw-verify: proves a tree equal to its signed manifest, and applies the
+//! device's policy.
+//!
+//! 1. `.fw/manifest.sig` must be a good signature over `.fw/manifest.json`
+//!    by the keyring's trust rule (exit 4).
+//! 2. Device policy: the manifest's `security_version` may not be below
+//!    the highest installed under the target (or recorded in
+//!    `TARGET/.fw/security-floor`), and the policy file may restrict names,
+//!    setuid/setgid files and size (exit 4).
+//! 3. The tree must equal the manifest: every entry present with its type,
+//!    mode, size, BLAKE3 and symlink target (owners too when run as root),
+//!    and nothing else (exit 5, naming up to 20 differences).
+//!    Modification times are not compared: they are not part of a file's
+//!    identity in fw.
+//!
+//! On success it records the manifest's BLAKE3 in `.fw/verified`, which
+//! fw-fixate requires. The same check on an installed version is an
+//! integrity check, like `rpm -V` or `ostree fsck`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use fw_core::keyring::Keyring;
+use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::trust::{self, Signer};
+use fw_core::{Error, Result};
+
+/// `.fw/verified`: the BLAKE3 of the manifest that verified.
+pub const VERIFIED_PATH: &str = ".fw/verified";
+/// `TARGET/.fw/security-floor`: the lowest security_version a device
+/// accepts, raised by commits (so that deleting old versions cannot open
+/// the way to a downgrade).
+pub const SECURITY_FLOOR: &str = "security-floor";
+/// Where the policy is when `--policy` is not given.
+pub const DEFAULT_POLICY: &str = "/etc/fw/policy.toml";
+/// How many differences an error lists.
+pub const MAX_LISTED: usize = 20;
+
+/// The device policy file (TOML). Every key is optional:
+///
+/// ```toml
+/// # Firmware names this device installs; others are refused.
+/// allowed_names = ["sample-setup"]
+/// # Whether files may be setuid or setgid (default true).
+/// allow_setuid = false
+/// # The most content bytes a version may hold.
+/// max_bytes = 2_000_000_000
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub allowed_names: Option<Vec<String>>,
+    pub allow_setuid: Option<bool>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Policy {
+    /// Reads `path`; a missing default policy file is an empty policy, a
+    /// missing explicit one an error.
+    pub fn load(path: Option<&Path>) -> Result<Policy> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_POLICY), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Policy::default())
+            }
+            Err(e) => return Err(Error::io(format!("policy {}", path.display()), e)),
+        };
+        toml::from_str(&text).map_err(|e| {
+            Error::usage(format!(
+                "policy {}: {}",
+                path.display(),
+                e.to_string().replace('\n', " ")
+            ))
+        })
+    }
+
+    /// Applies the policy to a manifest (exit 4 on refusal).
+    pub fn check(&self, manifest: &Manifest) -> Result<()> {
+        if let Some(names) = &self.allowed_names {
+            if !names.iter().any(|n| n == &manifest.name) {
+                return Err(Error::security(format!(
+                    "firmware {:?} is not allowed on this device (policy allowed_names: {names:?})",
+                    manifest.name
+                )));
+            }
+        }
+        if self.allow_setuid == Some(false) {
+            if let Some(entry) = manifest
+                .entries
+                .iter()
+                .find(|e| e.kind == Kind::File && e.mode & 0o6000 != 0)
+            {
+                return Err(Error::security(format!(
+                    "{} is setuid or setgid, and the policy forbids that (allow_setuid = false)",
+                    entry.path
+                )));
+            }
+        }
+        if let Some(max) = self.max_bytes {
+            let total: u64 = manifest
+                .entries
+                .iter()
+                .filter(|e| e.hardlink.is_none())
+                .filter_map(|e| e.size)
+                .sum();
+            if total > max {
+                return Err(Error::security(format!(
+                    "the firmware holds {total} bytes, more than the policy's max_bytes {max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a successful verification proved.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub manifest: Manifest,
+    pub digest: String,
+    pub signer: Signer,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Reads and authenticates the manifest of the tree at `path`.
+pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8>, Signer)> {
+    let json_path = path.join(MANIFEST_PATH);
+    let json = std::fs::read(&json_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::invalid(format!(
+                "{} is not an fw version tree: it has no {MANIFEST_PATH}",
+                path.display()
+            ))
+        } else {
+            Error::io(json_path.display(), e)
+        }
+    })?;
+    let sig_path = path.join(SIGNATURE_PATH);
+    let signature = std::fs::read(&sig_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::security(format!(
+                "{}: the manifest is not signed (no {SIGNATURE_PATH})",
+                path.display()
+            ))
+        } else {
+            Error::io(sig_path.display(), e)
+        }
+    })?;
+    let signer = trust::verify_detached(keyring, &signature, &json)
+        .map_err(|e| e.context(format!("{}: manifest signature", path.display())))?;
+    let manifest = Manifest::from_json(&json).map_err(|e| e.context(path.display()))?;
+    Ok((manifest, json, signer))
+}
+
+/// The lowest security_version the target accepts: the highest of its
+/// installed versions and of its recorded floor.
+pub fn security_floor(target: &Path) -> Result<u64> {
+    let mut floor = 0;
+    let floor_file = fw_core::target::state_dir(target).join(SECURITY_FLOOR);
+    match std::fs::read_to_string(&floor_file) {
+        Ok(text) => {
+            floor = text.trim().parse().map_err(|_| {
+                Error::failed(format!(
+                    "{}: not a number; fix or remove it",
+                    floor_file.display()
+                ))
+            })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(floor_file.display(), e)),
+    }
+    let Ok(dir) = std::fs::read_dir(target) else {
+        return Ok(floor);
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let is_version = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && !name.to_string_lossy().starts_with('.');
+        if !is_version {
+            continue;
+        }
+        if let Ok(json) = std::fs::read(entry.path().join(MANIFEST_PATH)) {
+            if let Ok(installed) = Manifest::from_json(&json) {
+                floor = floor.max(installed.security_version);
+            }
+        }
+    }
+    Ok(floor)
+}
+
+/// True if `path` is one of the target's installed versions (a directory
+/// directly inside it), where the downgrade rule does not apply.
+pub fn is_installed_version(path: &Path, target: &Path) -> bool {
+    match (path.canonicalize(), target.canonicalize()) {
+        (Ok(path), Ok(target)) => path.parent() == Some(target.as_path()),
+        _ => false,
+    }
+}
+
+/// One way the tree differs from its manifest.
+fn difference(path: &str, what: impl std::fmt::Display) -> (String, String) {
+    (path.to_string(), format!("{path}: {what}"))
+}
+
+/// Compares the tree at `root` with `manifest`; returns the differences,
+/// sorted by path, and the number of files and bytes hashed.
+pub fn compare_tree(
+    root: &Path,
+    manifest: &Manifest,
+    compare_owners: bool,
+) -> Result<(Vec<String>, usize, u64)> {
+    let listed: HashMap<&str, &Entry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let mut found: HashMap<String, std::fs::Metadata> = HashMap::new();
+    let mut diffs: Vec<(String, String)> = Vec::new();
+
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == manifest::FW_DIR));
+    for item in walker {
+        let item = item.map_err(|e| {
+            let at = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            Error::failed(format!("{at}: cannot read the tree: {e}"))
+        })?;
+        let rel = match item.path().strip_prefix(root) {
+            Ok(p) if p.as_os_str().is_empty() => ".".to_string(),
+            Ok(p) => match p.to_str() {
+                Some(s) => s.to_string(),
+                None => {
+                    diffs.push(difference(
+                        &p.to_string_lossy(),
+                        "extra entry (not in the manifest)",
+                    ));
+                    continue;
+                }
+            },
+            Err(_) => continue,
+        };
+        let meta = std::fs::symlink_metadata(item.path())
+            .map_err(|e| Error::io(item.path().display(), e))?;
+        found.insert(rel, meta);
+    }
+
+    let mut to_hash: Vec<&Entry> = Vec::new();
+    for entry in &manifest.entries {
+        let Some(meta) = found.get(&entry.path) else {
+            diffs.push(difference(&entry.path, "missing"));
+            continue;
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            diffs.push(difference(&entry.path, "not a file, directory or symlink"));
+            continue;
+        };
+        if kind != entry.kind {
+            diffs.push(difference(
+                &entry.path,
+                format!("is a {kind:?}, the manifest says {:?}", entry.kind),
+            ));
+            continue;
+        }
+        let mode = meta.mode() & 0o7777;
+        if kind != Kind::Symlink && mode != entry.mode {
+            diffs.push(difference(
+                &entry.path,
+                format!("mode {mode:o}, the manifest says {:o}", entry.mode),
+            ));
+        }
+        if compare_owners && (meta.uid() != entry.uid || meta.gid() != entry.gid) {
+            diffs.push(difference(
+                &entry.path,
+                format!(
+                    "owner {}:{}, the manifest says {}:{}",
+                    meta.uid(),
+                    meta.gid(),
+                    entry.uid,
+                    entry.gid
+                ),
+            ));
+        }
+        match kind {
+            Kind::File => {
+                if Some(meta.len()) != entry.size {
+                    diffs.push(difference(
+                        &entry.path,
+                        format!(
+                            "size {}, the manifest says {}",
+                            meta.len(),
+                            entry.size.unwrap_or(0)
+                        ),
+                    ));
+                } else {
+                    to_hash.push(entry);
+                }
+            }
+            Kind::Symlink => {
+                let target = std::fs::read_link(root.join(&entry.path))
+                    .map_err(|e| Error::io(entry.path.as_str(), e))?;
+                if target.to_str() != entry.target.as_deref() {
+                    diffs.push(difference(
+                        &entry.path,
+                        format!(
+                            "symlink to {:?}, the manifest says {:?}",
+                            target,
+                            entry.target.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            Kind::Dir => {}
+        }
+    }
+    for rel in found.keys() {
+        if !listed.contains_key(rel.as_str()) {
+            diffs.push(difference(rel, "extra entry (not in the manifest)"));
+        }
+    }
+
+    // Hash on all cores: small files in parallel, large ones each on all.
+    let hashed: Vec<(&Entry, std::io::Result<(u64, String)>)> = to_hash
+        .par_iter()
+        .map(|entry| (*entry, manifest::hash_file(&root.join(&entry.path))))
+        .collect();
+    let mut bytes = 0;
+    for (entry, result) in &hashed {
+        match result {
+            Ok((size, hash)) => {
+                bytes += size;
+                if Some(hash.as_str()) != entry.blake3.as_deref() {
+                    diffs.push(difference(&entry.path, "content differs (BLAKE3)"));
+                }
+            }
+            Err(e) => diffs.push(difference(&entry.path, format!("cannot read: {e}"))),
+        }
+    }
+    diffs.sort();
+    Ok((
+        diffs.into_iter().map(|(_, d)| d).collect(),
+        hashed.len(),
+        bytes,
+    ))
+}
+
+/// The whole check of one tree: signature, policy, content. Writes
+/// `.fw/verified` on success.
+pub fn verify(path: &Path, keyring: &Keyring, target: &Path, policy: &Policy) -> Result<Verified> {
+    // `current` and friends are links to the version: check what they name.
+    let resolved = path
+        .canonicalize()
+        .map_err(|e| Error::io(path.display(), e))?;
+    let path = resolved.as_path();
+    let (manifest, json, signer) = read_manifest(path, keyring)?;
+    if !is_installed_version(path, target) {
+        let floor = security_floor(target)?;
+        if manifest.security_version < floor {
+            return Err(Error::security(format!(
+                "{} {} has security_version {}, below this device's {floor}: a downgrade \
+                 past a security fix is refused; install a newer package",
+                manifest.name, manifest.version, manifest.security_version
+            )));
+        }
+    }
+    policy.check(&manifest)?;
+
+    let as_root = nix::unistd::geteuid().is_root();
+    let (diffs, files, bytes) = compare_tree(path, &manifest, as_root)?;
+    if !diffs.is_empty() {
+        for diff in diffs.iter().take(MAX_LISTED) {
+            eprintln!("fw-verify: {}: {diff}", path.display());
+        }
+        let more = diffs.len().saturating_sub(MAX_LISTED);
+        return Err(Error::invalid(format!(
+            "{} differs from its signed manifest in {} place{}{}: do not use it; \
+             reinstall the package",
+            path.display(),
+            diffs.len(),
+            if diffs.len() == 1 { "" } else { "s" },
+            if more > 0 {
+                format!(" ({more} not listed)")
+            } else {
+                String::new()
+            }
+        )));
+    }
+
+    let digest = Manifest::digest(&json);
+    record_verified(path, &digest)?;
+    Ok(Verified {
+        manifest,
+        digest,
+        signer,
+        files,
+        bytes,
+    })
+}
+
+/// Writes `.fw/verified` (atomically) unless it already says `digest`.
+fn record_verified(path: &Path, digest: &str) -> Result<()> {
+    let file = path.join(VERIFIED_PATH);
+    let content = format!("{digest}\n");
+    if std::fs::read_to_string(&file).ok().as_deref() == Some(content.as_str()) {
+        return Ok(());
+    }
+    let tmp = path.join(".fw/.verified.tmp");
+    std::fs::write(&tmp, &content).map_err(|e| Error::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, &file).map_err(|e| Error::io(file.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(entries: Vec<Entry>) -> Manifest {
+        Manifest {
+            format: manifest::FORMAT,
+            name: "fw".into(),
+            version: "1".into(),
+            security_version: 2,
+            created: 0,
+            tool: "test".into(),
+            entries,
+        }
+    }
+
+    fn file(path: &str, mode: u32, data: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: Some(data.len() as u64),
+            blake3: Some(blake3::hash(data).to_hex().to_string()),
+            target: None,
+            hardlink: None,
+        }
+    }
+
+    #[test]
+    fn policy_parses_and_applies() {
+        let policy: Policy =
+            toml::from_str("allowed_names = [\"fw\"]\nallow_setuid = false\nmax_bytes = 10\n")
+                .unwrap();
+        assert!(policy
+            .check(&manifest(vec![file("a", 0o644, b"abc")]))
+            .is_ok());
+        let err = policy
+            .check(&manifest(vec![file("a", 0o4755, b"abc")]))
+            .unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Security);
+        let err = policy
+            .check(&manifest(vec![file("a", 0o644, b"0123456789abc")]))
+            .unwrap_err();
+        assert!(err.message.contains("max_bytes"));
+        let mut other = manifest(vec![]);
+        other.name = "other".into();
+        assert!(policy.check(&other).is_err());
+        assert!(
+            toml::from_str::<Policy>("allowed = 1").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn compare_names_each_difference() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("same"), b"same").unwrap();
+        std::fs::write(root.join("changed"), b"chXnged").unwrap();
+        std::fs::write(root.join("extra"), b"x").unwrap();
+        std::fs::write(root.join("mode"), b"m").unwrap();
+        for f in ["same", "changed", "extra", "mode"] {
+            std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("mode"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let m = manifest(vec![
+            Entry {
+                path: ".".into(),
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: None,
+                blake3: None,
+                target: None,
+                hardlink: None,
+            },
+            file("changed", 0o644, b"changed"),
+            file("missing", 0o644, b""),
+            file("mode", 0o644, b"m"),
+            file("same", 0o644, b"same"),
+        ]);
+        let (diffs, _, _) = compare_tree(root, &m, false).unwrap();
+        assert_eq!(diffs.len(), 4, "{diffs:?}");
+        assert!(
+            diffs[0].starts_with("changed: content differs"),
+            "{diffs:?}"
+        );
+        assert!(diffs[1].starts_with("extra: extra entry"), "{diffs:?}");
+        assert!(diffs[2].starts_with("missing: missing"), "{diffs:?}");
+        assert!(diffs[3].starts_with("mode: mode 600"), "{diffs:?}");
+    }
+}
