@@ -256,7 +256,7 @@ fn tampering_after_unpack_is_refused() {
                 std::os::unix::fs::symlink("/etc/passwd", p.join("etc/app/config")).unwrap();
             }),
             5,
-            "etc/app/config: is a Symlink",
+            "etc/app/config: is a symlink",
         ),
         (
             "signature removed",

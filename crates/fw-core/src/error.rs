@@ -15,6 +15,10 @@ pub enum ExitCode {
     Busy = 6,
     RolledBack = 7,
     Failsafe = 8,
+    /// The reader of stdout went away: not this stage's failure, but a
+    /// consequence of a later one. 128 + SIGPIPE, as a shell reports a
+    /// process killed by SIGPIPE.
+    BrokenPipe = 141,
 }
 
 impl ExitCode {
@@ -61,6 +65,9 @@ impl Error {
 
     /// An I/O failure on `what` (a path, "stdin", "stdout").
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            return Self::new(ExitCode::BrokenPipe, format!("{what}: {err}"));
+        }
         const ENOSPC: i32 = 28;
         let hint = match err.raw_os_error() {
             Some(ENOSPC) => ": the disk is full, free some space",
@@ -89,6 +96,8 @@ impl std::error::Error for Error {}
 pub fn report(tool: &str, result: Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => ExitCode::Done.into(),
+        // A closed pipe is reported by the stage that closed it.
+        Err(err) if err.code == ExitCode::BrokenPipe => err.code.into(),
         Err(err) => {
             eprintln!("{tool}: error: {}", err.message);
             err.code.into()

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod keyring;
+pub mod lock;
 pub mod log;
 pub mod manifest;
 pub mod target;

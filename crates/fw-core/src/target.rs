@@ -26,3 +26,113 @@ pub fn state_dir(target: &Path) -> PathBuf {
 pub fn staging_dir(target: &Path) -> PathBuf {
     state_dir(target).join("staging")
 }
+
+/// `TARGET/.fw/lock`: one writer at a time.
+pub fn lock_path(target: &Path) -> PathBuf {
+    state_dir(target).join("lock")
+}
+
+/// The links fw keeps in a target.
+pub const CURRENT: &str = "current";
+pub const PREVIOUS: &str = "previous";
+pub const FAILSAFE: &str = "failsafe";
+
+/// An installed version: a directory directly in the target with a
+/// manifest.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub dir: PathBuf,
+    pub manifest: crate::manifest::Manifest,
+}
+
+/// Every installed version of the target, by directory name. Directories
+/// without a readable manifest (e.g. a tree adopted from a hand-made
+/// device) are left out.
+pub fn installed_versions(target: &Path) -> Vec<Installed> {
+    let mut versions = Vec::new();
+    let Ok(dir) = std::fs::read_dir(target) else {
+        return versions;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let is_version_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && !name.to_string_lossy().starts_with('.');
+        if !is_version_dir {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(json) = std::fs::read(path.join(crate::manifest::MANIFEST_PATH)) {
+            if let Ok(manifest) = crate::manifest::Manifest::from_json(&json) {
+                versions.push(Installed {
+                    dir: path,
+                    manifest,
+                });
+            }
+        }
+    }
+    versions.sort_by(|a, b| a.dir.cmp(&b.dir));
+    versions
+}
+
+/// The identity under which files are shared between versions: content,
+/// mode and owner. Modification times are deliberately not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub blake3: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl FileKey {
+    pub fn of(entry: &crate::manifest::Entry) -> Option<FileKey> {
+        match (entry.kind, &entry.blake3) {
+            (crate::manifest::Kind::File, Some(hash)) => Some(FileKey {
+                blake3: hash.clone(),
+                mode: entry.mode,
+                uid: entry.uid,
+                gid: entry.gid,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Files of the installed versions by identity, found through their
+/// manifests (installed trees are not hashed again).
+#[derive(Debug, Default)]
+pub struct SharedFiles {
+    files: std::collections::HashMap<FileKey, (PathBuf, u64)>,
+}
+
+impl SharedFiles {
+    pub fn of_target(target: &Path) -> SharedFiles {
+        let mut shared = SharedFiles::default();
+        for version in installed_versions(target) {
+            for entry in &version.manifest.entries {
+                if let Some(key) = FileKey::of(entry) {
+                    let size = entry.size.unwrap_or(0);
+                    shared
+                        .files
+                        .entry(key)
+                        .or_insert_with(|| (version.dir.join(&entry.path), size));
+                }
+            }
+        }
+        shared
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// An installed file identical to `entry`, if any. Its size on disk is
+    /// checked too, so that a file truncated or grown by someone else is
+    /// not shared (fw-verify names such edits).
+    pub fn find(&self, entry: &crate::manifest::Entry) -> Option<&Path> {
+        let key = FileKey::of(entry)?;
+        let (path, size) = self.files.get(&key)?;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        (meta.is_file() && meta.len() == *size).then_some(path.as_path())
+    }
+}

@@ -198,13 +198,6 @@ fn split_path(raw: &[u8]) -> std::result::Result<(String, String), String> {
     Ok((top.to_string(), rel))
 }
 
-fn parent_of(rel: &str) -> &str {
-    match rel.rfind('/') {
-        Some(i) => &rel[..i],
-        None => ".",
-    }
-}
-
 fn timespec(secs: u64) -> TimeSpec {
     TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0)
 }
@@ -318,12 +311,11 @@ impl Extractor<'_> {
     fn first_entries(
         &mut self,
         index: usize,
-        top: &str,
-        rel: &str,
+        (top, rel, display): (&str, &str, &str),
         entry: &mut dyn Read,
         header: &tar::Header,
     ) -> Result<()> {
-        let display = format!("{top}/{rel}");
+        let display = display.to_string();
         let (want, limit) = if index == 0 {
             (MANIFEST_PATH, MAX_MANIFEST)
         } else {
@@ -391,15 +383,10 @@ impl Extractor<'_> {
 
     fn tree_entry(
         &mut self,
-        top: &str,
-        rel: &str,
+        (top, rel, display): (&str, &str, &str),
         entry: &mut tar::Entry<'_, impl Read>,
     ) -> Result<()> {
-        let display = if rel == "." {
-            format!("{top}/")
-        } else {
-            format!("{top}/{rel}")
-        };
+        let display = display.to_string();
         if top != self.name {
             return Err(self.refuse(
                 &display,
@@ -433,34 +420,56 @@ impl Extractor<'_> {
         if rel == "." && kind != Kind::Dir {
             return Err(self.refuse(&display, "the top-level entry must be a directory"));
         }
-        // Never write through a link: every ancestor must be a directory
-        // this run made.
-        let mut ancestor = parent_of(rel);
+        // Never write through a link: every ancestor, from the top down,
+        // must be a directory this run made.
         if rel != "." {
-            loop {
-                match self.created.get(ancestor) {
+            let parts: Vec<&str> = rel.split('/').collect();
+            for depth in 1..parts.len() {
+                let ancestor = parts[..depth].join("/");
+                match self.created.get(ancestor.as_str()) {
                     Some(Kind::Dir) => {}
                     Some(_) => {
                         return Err(self.refuse(
                             &display,
-                            format!(
-                                "it would be written through the symlink or file {top}/{ancestor}"
-                            ),
+                            format!("it would be written through the symlink or file {top}/{ancestor}"),
                         ))
                     }
-                    None => return Err(self.refuse(
-                        &display,
-                        format!(
-                            "its directory {top}/{ancestor} does not come before it in the archive"
-                        ),
-                    )),
+                    None => {
+                        return Err(self.refuse(
+                            &display,
+                            format!("its directory {top}/{ancestor} does not come before it in the archive"),
+                        ))
+                    }
                 }
-                if ancestor == "." {
-                    break;
-                }
-                ancestor = parent_of(ancestor);
             }
         }
+        // A hard link may only name an earlier regular file of this tree.
+        let link_target = if etype == tar::EntryType::Link {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| self.refuse(&display, "a hard link without a target"))?;
+            let target_rel = match split_path(&target) {
+                Ok((target_top, target_rel)) if target_top == self.name => target_rel,
+                _ => {
+                    return Err(self.refuse(
+                        &display,
+                        format!(
+                            "its hard-link target {:?} is not an earlier file of the same tree",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    ))
+                }
+            };
+            if self.created.get(&target_rel) != Some(&Kind::File) {
+                return Err(self.refuse(
+                    &display,
+                    format!("its hard-link target {top}/{target_rel} is not an earlier regular file of the tree"),
+                ));
+            }
+            Some(target_rel)
+        } else {
+            None
+        };
         let manifest = self.manifest.as_ref().expect("the manifest came first");
         let Some(&index) = self.listed.get(rel) else {
             return Err(self.refuse(&display, "the manifest does not list it"));
@@ -469,7 +478,7 @@ impl Extractor<'_> {
         if listed.kind != kind {
             return Err(self.refuse(
                 &display,
-                format!("the manifest lists it as a {:?}", listed.kind),
+                format!("the manifest lists it as a {}", listed.kind.as_str()),
             ));
         }
         let mode = header.mode().unwrap_or(0) & 0o7777;
@@ -529,30 +538,10 @@ impl Extractor<'_> {
                 .map_err(|e| self.io(&path, io::Error::from(e)))?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.refuse(&display, "a hard link without a target"))?;
-                let target_rel = match split_path(&target) {
-                    Ok((target_top, target_rel)) if target_top == self.name => target_rel,
-                    _ => {
-                        return Err(self.refuse(
-                            &display,
-                            "a hard link must point at an earlier file of the same tree",
-                        ))
-                    }
-                };
-                let is_earlier_file = self.created.get(&target_rel) == Some(&Kind::File)
-                    && !target_rel.starts_with(".fw");
-                if !is_earlier_file {
-                    return Err(self.refuse(
-                        &display,
-                        format!("its hard-link target {top}/{target_rel} is not an earlier regular file of the tree"),
-                    ));
-                }
+                let target_rel = link_target.expect("checked above");
                 let _lock = self.cleanup.lock();
                 // linkat without AT_SYMLINK_FOLLOW: the target is the file itself.
-                std::fs::hard_link(self.tree.join(&target_rel), &path)
-                    .map_err(|e| self.io(&path, e))?;
+                std::fs::hard_link(self.tree.join(&target_rel), &path).map_err(|e| self.io(&path, e))?;
             }
             _ => {
                 let size = header.entry_size().unwrap_or(u64::MAX);
@@ -612,7 +601,8 @@ pub fn unpack<R: Read>(
     let work = {
         let mut current = cleanup.lock();
         let dir = tempfile::Builder::new()
-            .prefix("unpack-")
+            // The pid tells `fw-switch clean` whether its writer is alive.
+            .prefix(&format!("unpack-{}-", std::process::id()))
             .tempdir_in(staging)
             .map_err(|e| Error::io(staging.display(), e))?
             .keep();
@@ -670,9 +660,9 @@ fn extract<R: Read>(input: R, work: &Path, max_bytes: u64, cleanup: &Cleanup) ->
             let (top, rel) = split_path(&raw_path).map_err(|why| x.refuse(&shown, why))?;
             if count < 2 {
                 let header = entry.header().clone();
-                x.first_entries(count, &top, &rel, &mut entry, &header)?;
+                x.first_entries(count, (&top, &rel, &shown), &mut entry, &header)?;
             } else {
-                x.tree_entry(&top, &rel, &mut entry)?;
+                x.tree_entry((&top, &rel, &shown), &mut entry)?;
             }
             count += 1;
         }
@@ -748,12 +738,6 @@ mod tests {
         ] {
             assert!(split_path(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-    }
-
-    #[test]
-    fn parents() {
-        assert_eq!(parent_of("a"), ".");
-        assert_eq!(parent_of("a/b/c"), "a/b");
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {

@@ -277,7 +277,7 @@ pub fn compare_tree(
         if kind != entry.kind {
             diffs.push(difference(
                 &entry.path,
-                format!("is a {kind:?}, the manifest says {:?}", entry.kind),
+                format!("is a {}, the manifest says {}", kind.as_str(), entry.kind.as_str()),
             ));
             continue;
         }

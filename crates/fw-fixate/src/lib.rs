@@ -1,0 +1,168 @@
+//! fw-fixate: turns a verified staging tree into an installed version.
+//!
+//! 1. Refuses a tree whose `.fw/verified` does not record the BLAKE3 of its
+//!    current manifest (run fw-verify first).
+//! 2. Shares: every file whose content, mode and owner equal a file of any
+//!    installed version (found through their manifests, not by hashing
+//!    them again) is replaced by a hard link to it, atomically (link to a
+//!    temporary name, rename over). fw-unpack's fast path has usually done
+//!    this already; fixate does what is left. Installed files are never
+//!    opened for writing.
+//! 3. Makes the tree durable (syncfs), then moves it to `TARGET/NAME` (or
+//!    `NAME-1`, `NAME-2`, …) with one rename(2) that never replaces, and
+//!    makes that directory entry durable (fsync of the target).
+//!
+//! A crash before the rename leaves the tree in `.fw/staging`, which
+//! `fw-switch clean` and `fw-switch recover` remove; the version never
+//! appears under its final name incomplete.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use fw_core::manifest::{Kind, Manifest, MANIFEST_PATH};
+use fw_core::target::SharedFiles;
+use fw_core::{Error, Result};
+
+/// `.fw/verified`, written by fw-verify.
+pub const VERIFIED_PATH: &str = ".fw/verified";
+
+/// What fixate did.
+#[derive(Debug, Clone, Default)]
+pub struct Fixated {
+    pub path: PathBuf,
+    pub shared_files: u64,
+    pub shared_bytes: u64,
+    pub written_files: u64,
+    pub written_bytes: u64,
+}
+
+/// Reads the manifest and checks it is the one fw-verify verified.
+pub fn verified_manifest(tree: &Path) -> Result<Manifest> {
+    let json = std::fs::read(tree.join(MANIFEST_PATH)).map_err(|e| {
+        Error::invalid(format!(
+            "{}: not a staging tree from fw-unpack (no {MANIFEST_PATH}: {e})",
+            tree.display()
+        ))
+    })?;
+    let recorded = std::fs::read_to_string(tree.join(VERIFIED_PATH)).unwrap_or_default();
+    if recorded.trim() != Manifest::digest(&json) {
+        return Err(Error::invalid(format!(
+            "{} was not verified (no matching {VERIFIED_PATH}): run fw-verify on it first",
+            tree.display()
+        )));
+    }
+    Manifest::from_json(&json)
+}
+
+/// Fsyncs a directory, so that entries created or renamed in it persist.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+}
+
+/// Replaces staging files by hard links to identical installed files.
+fn share(tree: &Path, manifest: &Manifest, shared: &SharedFiles, out: &mut Fixated) -> Result<()> {
+    for entry in manifest.entries.iter().filter(|e| e.kind == Kind::File) {
+        let path = tree.join(&entry.path);
+        let size = entry.size.unwrap_or(0);
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(path.display(), e))?;
+        let installed = shared.find(entry);
+        let already = installed
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+        match installed {
+            Some(_) if already => {
+                out.shared_files += 1;
+                out.shared_bytes += size;
+            }
+            Some(source) => {
+                let tmp = path.with_file_name(format!(
+                    ".fw-link-{}",
+                    path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+                ));
+                let _ = std::fs::remove_file(&tmp);
+                std::fs::hard_link(source, &tmp)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| {
+                        let _ = std::fs::remove_file(&tmp);
+                        Error::io(format!("linking {} to {}", path.display(), source.display()), e)
+                    })?;
+                out.shared_files += 1;
+                out.shared_bytes += size;
+            }
+            None if entry.hardlink.is_some() => {}
+            None => {
+                out.written_files += 1;
+                out.written_bytes += size;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first free name among NAME, NAME-1, NAME-2, … and moves `tree`
+/// there without ever replacing anything.
+fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    for n in 0..10_000u32 {
+        let candidate = if n == 0 {
+            target.join(name)
+        } else {
+            target.join(format!("{name}-{n}"))
+        };
+        if candidate.symlink_metadata().is_ok() {
+            continue;
+        }
+        match renameat2(AT_FDCWD, tree, AT_FDCWD, &candidate, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(candidate),
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(nix::errno::Errno::EXDEV) => {
+                return Err(Error::failed(format!(
+                    "{} is on another file system than {}: fw-fixate moves, never copies; \
+                     unpack with --target {}",
+                    tree.display(),
+                    target.display(),
+                    target.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("moving {} to {}", tree.display(), candidate.display()),
+                    std::io::Error::from(e),
+                ))
+            }
+        }
+    }
+    Err(Error::failed(format!("no free name for {name} in {}", target.display())))
+}
+
+/// Fixates the verified staging tree `tree` into `target`.
+pub fn fixate(tree: &Path, target: &Path) -> Result<Fixated> {
+    let tree = tree.canonicalize().map_err(|e| Error::io(tree.display(), e))?;
+    let target = target.canonicalize().map_err(|e| Error::io(target.display(), e))?;
+    if tree.parent() == Some(target.as_path()) {
+        return Err(Error::usage(format!(
+            "{} is installed already; give a staging tree from fw-unpack",
+            tree.display()
+        )));
+    }
+    let manifest = verified_manifest(&tree)?;
+    let mut out = Fixated::default();
+    share(&tree, &manifest, &SharedFiles::of_target(&target), &mut out)?;
+
+    // Every byte of the new version on disk before it gets its name.
+    let dir = std::fs::File::open(&tree).map_err(|e| Error::io(tree.display(), e))?;
+    nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncfs {}", tree.display()), e.into()))?;
+
+    let work_dir = tree.parent().map(Path::to_path_buf);
+    out.path = move_into_place(&tree, &target, &manifest.name)?;
+    sync_dir(&target)?;
+    // The now empty `unpack-XXXX` directory fw-unpack made.
+    if let Some(work) = work_dir {
+        if work.starts_with(fw_core::target::staging_dir(&target)) {
+            let _ = std::fs::remove_dir(&work);
+        }
+    }
+    Ok(out)
+}
