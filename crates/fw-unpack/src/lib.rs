@@ -30,6 +30,7 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use fw_core::manifest::{self, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::target::SharedFiles;
 use fw_core::{Error, Result};
 
 /// The largest manifest and signature fw-unpack reads into memory.
@@ -46,7 +47,11 @@ pub struct Unpacked {
     pub tree: PathBuf,
     pub name: String,
     pub entries: u64,
+    /// Content bytes in the package.
     pub bytes: u64,
+    /// Files (and their bytes) linked to installed versions, not written.
+    pub shared_files: u64,
+    pub shared_bytes: u64,
 }
 
 /// The staging directory being written, shared with a signal handler that
@@ -227,6 +232,9 @@ struct Extractor<'a> {
     as_root: bool,
     max_bytes: u64,
     content: u64,
+    shared: &'a SharedFiles,
+    shared_files: u64,
+    shared_bytes: u64,
     cleanup: &'a Cleanup,
 }
 
@@ -290,6 +298,36 @@ impl Extractor<'_> {
             ));
         }
         Ok(file)
+    }
+
+    /// The upgrade fast path: links an identical installed file into the
+    /// tree and reads the entry's bytes past. The installed inode is never
+    /// touched (no chmod, chown or utimes): other versions share it.
+    fn link_installed(
+        &mut self,
+        display: &str,
+        installed: &Path,
+        path: &Path,
+        data: &mut dyn Read,
+        size: u64,
+    ) -> Result<()> {
+        self.content = self.content.saturating_add(size);
+        {
+            let _lock = self.cleanup.lock();
+            std::fs::hard_link(installed, path).map_err(|e| self.io(path, e))?;
+        }
+        let skipped = io::copy(&mut data.take(size), &mut io::sink())
+            .map_err(|e| stream_error(e, display, self.max_bytes))?;
+        if skipped != size {
+            return Err(stream_error(
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+                display,
+                self.max_bytes,
+            ));
+        }
+        self.shared_files += 1;
+        self.shared_bytes += size;
+        Ok(())
     }
 
     /// Owner (as root), mode and mtime of a file just written. The owner
@@ -548,8 +586,12 @@ impl Extractor<'_> {
                 if Some(size) != listed.size {
                     return Err(self.refuse(&display, "its size differs from the manifest's"));
                 }
-                let file = self.write_file(&display, &path, entry, size)?;
-                self.finish_file(&file, &path, &header, mode)?;
+                if let Some(installed) = self.shared.find(listed) {
+                    self.link_installed(&display, installed, &path, entry, size)?;
+                } else {
+                    let file = self.write_file(&display, &path, entry, size)?;
+                    self.finish_file(&file, &path, &header, mode)?;
+                }
             }
         }
         self.created.insert(rel.to_string(), kind);
@@ -590,12 +632,15 @@ fn owner(header: &tar::Header) -> (u32, u32) {
     (uid, gid)
 }
 
-/// Unpacks `input` into a fresh directory under `staging`. On failure the
-/// directory is removed and the error names the entry.
+/// Unpacks `input` into a fresh directory under `staging`. Files identical
+/// to a file in `shared` (the installed versions) are hard-linked to it and
+/// their bytes read past, so an upgrade writes only what changed. On
+/// failure the directory is removed and the error names the entry.
 pub fn unpack<R: Read>(
     input: R,
     staging: &Path,
     max_bytes: u64,
+    shared: &SharedFiles,
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
     let work = {
@@ -609,7 +654,7 @@ pub fn unpack<R: Read>(
         *current = Some(dir.clone());
         dir
     };
-    let result = extract(input, &work, max_bytes, cleanup);
+    let result = extract(input, &work, max_bytes, shared, cleanup);
     let mut current = cleanup.lock();
     if result.is_err() {
         if let Err(e) = std::fs::remove_dir_all(&work) {
@@ -622,7 +667,13 @@ pub fn unpack<R: Read>(
     result
 }
 
-fn extract<R: Read>(input: R, work: &Path, max_bytes: u64, cleanup: &Cleanup) -> Result<Unpacked> {
+fn extract<R: Read>(
+    input: R,
+    work: &Path,
+    max_bytes: u64,
+    shared: &SharedFiles,
+    cleanup: &Cleanup,
+) -> Result<Unpacked> {
     let capped = Capped {
         inner: MultiGzDecoder::new(BufReader::with_capacity(CHUNK, input)),
         read: 0,
@@ -641,6 +692,9 @@ fn extract<R: Read>(input: R, work: &Path, max_bytes: u64, cleanup: &Cleanup) ->
         as_root: nix::unistd::geteuid().is_root(),
         max_bytes,
         content: 0,
+        shared,
+        shared_files: 0,
+        shared_bytes: 0,
         cleanup,
     };
     let mut count = 0usize;
@@ -716,6 +770,8 @@ fn extract<R: Read>(input: R, work: &Path, max_bytes: u64, cleanup: &Cleanup) ->
         name: x.name.clone(),
         entries: count as u64,
         bytes: x.content,
+        shared_files: x.shared_files,
+        shared_bytes: x.shared_bytes,
     })
 }
 
@@ -793,12 +849,12 @@ mod tests {
         let staging = tempfile::tempdir().unwrap();
         let cleanup = Cleanup::new();
         let whole = gzip(&tar);
-        let unpacked = unpack(&whole[..], staging.path(), 1 << 30, &cleanup).unwrap();
+        let unpacked = unpack(&whole[..], staging.path(), 1 << 30, &SharedFiles::default(), &cleanup).unwrap();
         assert!(unpacked.tree.join(".fw/manifest.json").is_file());
 
         let (a, b) = tar.split_at(700);
         let two_members = [gzip(a), gzip(b)].concat();
-        unpack(&two_members[..], staging.path(), 1 << 30, &cleanup).unwrap();
+        unpack(&two_members[..], staging.path(), 1 << 30, &SharedFiles::default(), &cleanup).unwrap();
 
         let before: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();
         for bad in [
@@ -807,7 +863,7 @@ mod tests {
             [whole.clone(), b"junk".to_vec()].concat(),
             [whole.clone(), vec![0u8; 10]].concat(),
         ] {
-            let err = unpack(&bad[..], staging.path(), 1 << 30, &cleanup).unwrap_err();
+            let err = unpack(&bad[..], staging.path(), 1 << 30, &SharedFiles::default(), &cleanup).unwrap_err();
             assert_eq!(err.code, fw_core::ExitCode::Invalid, "{}", err.message);
         }
         let after: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();

@@ -73,12 +73,15 @@ fn run(cli: Cli) -> Result<()> {
         Some(n) => n,
         None => fw_unpack::default_max_bytes(&staging)?,
     };
-    let unpacked = fw_unpack::unpack(std::io::stdin().lock(), &staging, max_bytes, &cleanup)?;
+    let shared = fw_core::target::SharedFiles::of_target(&target);
+    let unpacked = fw_unpack::unpack(std::io::stdin().lock(), &staging, max_bytes, &shared, &cleanup)?;
     note!(
-        "unpacked {} ({} entries, {} bytes) into {}",
+        "unpacked {} ({} entries, {} bytes; {} files, {} bytes shared with installed versions) into {}",
         unpacked.name,
         unpacked.entries,
         unpacked.bytes,
+        unpacked.shared_files,
+        unpacked.shared_bytes,
         unpacked.tree.display()
     );
     println!("{}", unpacked.tree.display());
