@@ -25,7 +25,12 @@ fn device() -> Device {
     let ctl = tmp.path().join("ctl");
     std::fs::create_dir(&target).unwrap();
     std::fs::create_dir(&ctl).unwrap();
-    Device { tmp, keys, target, ctl }
+    Device {
+        tmp,
+        keys,
+        target,
+        ctl,
+    }
 }
 
 /// Hooks that log every call and fail when a control file says so:
@@ -65,7 +70,11 @@ fn tree(d: &Device, name: &str, label: &str) -> PathBuf {
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("bin/big"), &big).unwrap();
     std::fs::write(root.join("bin/tool"), b"#!/bin/sh\necho tool\n").unwrap();
-    std::fs::set_permissions(root.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        root.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     // Same size and mtime in every version, different content.
     std::fs::write(root.join("etc/label"), format!("{label:<8}")).unwrap();
     let stamp = nix::sys::time::TimeSpec::new(1_600_000_000, 0);
@@ -90,12 +99,20 @@ impl Device {
         let root = tree(self, name, label);
         let out = self.tmp.path().join(format!("{name}-{label}.fw"));
         let mut cmd = fw("fw-sign");
-        cmd.args(["-q", "pack", "--version", label, "--security-version", &security_version.to_string(), "--key"])
-            .arg(&self.keys.vendor_key)
-            .arg("--encrypt-for")
-            .arg(&self.keys.device_cert)
-            .arg(&root)
-            .stdout(std::fs::File::create(&out).unwrap());
+        cmd.args([
+            "-q",
+            "pack",
+            "--version",
+            label,
+            "--security-version",
+            &security_version.to_string(),
+            "--key",
+        ])
+        .arg(&self.keys.vendor_key)
+        .arg("--encrypt-for")
+        .arg(&self.keys.device_cert)
+        .arg(&root)
+        .stdout(std::fs::File::create(&out).unwrap());
         assert!(cmd.status().unwrap().success());
         out
     }
@@ -128,7 +145,9 @@ impl Device {
     }
 
     fn link(&self, name: &str) -> Option<String> {
-        std::fs::read_link(self.target.join(name)).ok().map(|p| p.to_string_lossy().into_owned())
+        std::fs::read_link(self.target.join(name))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     fn log(&self) -> Vec<String> {
@@ -160,14 +179,22 @@ impl Device {
     }
 
     fn staging_is_empty(&self) -> bool {
-        std::fs::read_dir(self.target.join(".fw/staging")).map(|d| d.count() == 0).unwrap_or(true)
+        std::fs::read_dir(self.target.join(".fw/staging"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
     }
 
     fn status_states(&self) -> Vec<String> {
         std::fs::read_to_string(self.ctl.join("status"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("status lines are JSON")["state"].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("status lines are JSON")
+                    ["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     }
 }
@@ -175,8 +202,16 @@ impl Device {
 #[track_caller]
 fn exits(output: Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(output.status.code(), Some(code), "expected exit {code}: {stderr}");
-    assert!(output.stdout.is_empty(), "nothing on stdout: {:?}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}: {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing on stdout: {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     stderr
 }
 
@@ -188,7 +223,10 @@ fn upgrade_shares_unchanged_files_and_runs_hooks_in_order() {
     exits(d.install(&v1), 0);
     assert_eq!(d.link("current").as_deref(), Some("sample-setup"));
     assert_eq!(d.link("previous"), None);
-    assert_eq!(d.status_states(), ["verifying", "installing", "switching", "updated"]);
+    assert_eq!(
+        d.status_states(),
+        ["verifying", "installing", "switching", "updated"]
+    );
     exits(d.install(&v2), 0);
     assert_eq!(d.link("current").as_deref(), Some("sample-setup-1"));
     assert_eq!(d.link("previous").as_deref(), Some("sample-setup"));
@@ -197,11 +235,29 @@ fn upgrade_shares_unchanged_files_and_runs_hooks_in_order() {
     let old = d.target.join("sample-setup");
     let new = d.target.join("sample-setup-1");
     let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
-    assert_eq!(ino(&old.join("bin/big")), ino(&new.join("bin/big")), "unchanged file shared");
+    assert_eq!(
+        ino(&old.join("bin/big")),
+        ino(&new.join("bin/big")),
+        "unchanged file shared"
+    );
     assert_eq!(ino(&old.join("bin/tool")), ino(&new.join("bin/tool")));
-    assert_ne!(ino(&old.join("etc/label")), ino(&new.join("etc/label")), "same size and mtime, other content: not shared");
-    assert_eq!(std::fs::read_to_string(new.join("etc/label")).unwrap().trim(), "v2");
-    assert_eq!(std::fs::read_to_string(old.join("etc/label")).unwrap().trim(), "v1");
+    assert_ne!(
+        ino(&old.join("etc/label")),
+        ino(&new.join("etc/label")),
+        "same size and mtime, other content: not shared"
+    );
+    assert_eq!(
+        std::fs::read_to_string(new.join("etc/label"))
+            .unwrap()
+            .trim(),
+        "v2"
+    );
+    assert_eq!(
+        std::fs::read_to_string(old.join("etc/label"))
+            .unwrap()
+            .trim(),
+        "v1"
+    );
 
     let log = d.log();
     let expected = [
@@ -216,17 +272,39 @@ fn upgrade_shares_unchanged_files_and_runs_hooks_in_order() {
     for (got, want) in log.iter().zip(expected) {
         assert!(got.starts_with(want), "{got:?} should start with {want:?}");
     }
-    assert!(log[3].contains("from=sample-setup to=sample-setup-1"), "{log:?}");
+    assert!(
+        log[3].contains("from=sample-setup to=sample-setup-1"),
+        "{log:?}"
+    );
     // Both versions verify as installed (fsck), and status shows the sharing.
-    ok(run(fw("fw-verify").arg("--keyring").arg(&d.keys.keyring).arg("--target").arg(&d.target).arg(d.target.join("current")), b""));
+    ok(run(
+        fw("fw-verify")
+            .arg("--keyring")
+            .arg(&d.keys.keyring)
+            .arg("--target")
+            .arg(&d.target)
+            .arg(d.target.join("current")),
+        b"",
+    ));
     let status: serde_json::Value = serde_json::from_slice(&ok(run(
-        fw("fw-switch").arg("--target").arg(&d.target).args(["status", "--json"]),
+        fw("fw-switch")
+            .arg("--target")
+            .arg(&d.target)
+            .args(["status", "--json"]),
         b"",
     )))
     .unwrap();
     assert_eq!(status["current"], "sample-setup-1");
-    let v2_status = status["versions"].as_array().unwrap().iter().find(|v| v["dir"] == "sample-setup-1").unwrap();
-    assert!(v2_status["shared_bytes"].as_u64().unwrap() >= 1_000_000, "{v2_status}");
+    let v2_status = status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["dir"] == "sample-setup-1")
+        .unwrap();
+    assert!(
+        v2_status["shared_bytes"].as_u64().unwrap() >= 1_000_000,
+        "{v2_status}"
+    );
 }
 
 #[test]
@@ -235,16 +313,30 @@ fn hook_directions_name_upgrade_downgrade_and_rollback() {
     exits(d.install(&d.package("fw", "v1", 1)), 0);
     exits(d.install(&d.package("fw", "v2", 2)), 0);
     let log = d.log();
-    assert!(log[3].contains("direction=upgrade from=fw to=fw-1"), "{log:?}");
+    assert!(
+        log[3].contains("direction=upgrade from=fw to=fw-1"),
+        "{log:?}"
+    );
     // v3 fails after the switch: v2 comes back with direction rollback.
     d.clear_log();
     d.control("fail-post-install-v3", "");
     exits(d.install(&d.package("fw", "v3", 3)), 7);
     assert_eq!(d.link("current").as_deref(), Some("fw-1"));
     let log = d.log();
-    assert!(log.iter().any(|l| l.starts_with("pre-install v2 dir=fw-1 direction=rollback from=fw-2")), "{log:?}");
-    assert!(log.iter().any(|l| l.starts_with("post-install v2 dir=fw-1 direction=rollback")), "{log:?}");
-    assert_eq!(d.status_states().last().map(String::as_str), Some("rolled_back"));
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("pre-install v2 dir=fw-1 direction=rollback from=fw-2")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("post-install v2 dir=fw-1 direction=rollback")),
+        "{log:?}"
+    );
+    assert_eq!(
+        d.status_states().last().map(String::as_str),
+        Some("rolled_back")
+    );
 }
 
 #[test]
@@ -274,7 +366,13 @@ fn health_check_failure_rolls_back() {
 fn previous_failing_too_lands_on_the_failsafe() {
     let d = device();
     exits(d.install(&d.package("fw", "v0", 1)), 0);
-    ok(run(fw("fw-switch").arg("--target").arg(&d.target).args(["set-failsafe", "fw"]), b""));
+    ok(run(
+        fw("fw-switch")
+            .arg("--target")
+            .arg(&d.target)
+            .args(["set-failsafe", "fw"]),
+        b"",
+    ));
     exits(d.install(&d.package("fw", "v1", 1)), 0);
     d.control("fail-post-install-v2", "");
     d.control("fail-post-install-v1", "");
@@ -283,8 +381,15 @@ fn previous_failing_too_lands_on_the_failsafe() {
     assert_eq!(d.link("current").as_deref(), Some("fw"));
     assert_eq!(d.link("failsafe").as_deref(), Some("fw"));
     let log = d.log();
-    assert!(log.iter().any(|l| l.starts_with("post-install v0 dir=fw direction=rollback")), "{log:?}");
-    assert_eq!(d.status_states().last().map(String::as_str), Some("failsafe"));
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("post-install v0 dir=fw direction=rollback")),
+        "{log:?}"
+    );
+    assert_eq!(
+        d.status_states().last().map(String::as_str),
+        Some("failsafe")
+    );
 }
 
 #[test]
@@ -301,7 +406,11 @@ fn a_hook_may_ask_to_retry_later() {
     let d = device();
     d.control("retry-pre-install-v1", "2");
     exits(d.install(&d.package("fw", "v1", 1)), 0);
-    let attempts: Vec<String> = d.log().into_iter().filter(|l| l.starts_with("pre-install")).collect();
+    let attempts: Vec<String> = d
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("pre-install"))
+        .collect();
     assert_eq!(attempts.len(), 3, "{attempts:?}");
     assert!(attempts[2].ends_with("attempt=3"), "{attempts:?}");
 }
@@ -314,7 +423,11 @@ fn a_hook_past_its_timeout_is_killed_with_its_children() {
     let mut cmd = d.install_cmd_with(&["--hook-timeout", "1"], package.to_str().unwrap());
     exits(run(&mut cmd, b""), 1);
     for pid_file in ["hook.pid", "child.pid"] {
-        let pid: i32 = std::fs::read_to_string(d.ctl.join(pid_file)).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(d.ctl.join(pid_file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let gone = Instant::now() + Duration::from_secs(10);
         while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
             assert!(Instant::now() < gone, "{pid_file} {pid} still runs");
@@ -326,7 +439,13 @@ fn a_hook_past_its_timeout_is_killed_with_its_children() {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -345,7 +464,10 @@ fn a_second_install_at_once_is_busy_and_changes_nothing() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !d.ctl.join("started").exists() {
-        assert!(Instant::now() < deadline, "the first install never reached its pre-install");
+        assert!(
+            Instant::now() < deadline,
+            "the first install never reached its pre-install"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let versions = d.versions();
@@ -391,20 +513,40 @@ fn same_package_twice_and_clean_keeps_what_it_must() {
     let d = device();
     let v1 = d.package("fw", "v1", 1);
     exits(d.install(&v1), 0);
-    ok(run(fw("fw-switch").arg("--target").arg(&d.target).args(["set-failsafe", "fw"]), b""));
+    ok(run(
+        fw("fw-switch")
+            .arg("--target")
+            .arg(&d.target)
+            .args(["set-failsafe", "fw"]),
+        b"",
+    ));
     exits(d.install(&v1), 0);
     assert_eq!(d.link("current").as_deref(), Some("fw-1"));
     for label in ["v2", "v3", "v4"] {
         exits(d.install(&d.package("fw", label, 1)), 0);
     }
     assert_eq!(d.versions(), ["fw", "fw-1", "fw-2", "fw-3", "fw-4"]);
-    let out = run(fw("fw-switch").arg("--target").arg(&d.target).args(["clean", "--keep", "1"]), b"");
+    let out = run(
+        fw("fw-switch")
+            .arg("--target")
+            .arg(&d.target)
+            .args(["clean", "--keep", "1"]),
+        b"",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     ok(out);
     // current (fw-4), previous (fw-3) and failsafe (fw) stay.
     assert_eq!(d.versions(), ["fw", "fw-3", "fw-4"], "{stderr}");
     assert!(stderr.contains("freed"), "{stderr}");
-    ok(run(fw("fw-verify").arg("--keyring").arg(&d.keys.keyring).arg("--target").arg(&d.target).arg(d.target.join("fw-3")), b""));
+    ok(run(
+        fw("fw-verify")
+            .arg("--keyring")
+            .arg(&d.keys.keyring)
+            .arg("--target")
+            .arg(&d.target)
+            .arg(d.target.join("fw-3")),
+        b"",
+    ));
 }
 
 #[test]
@@ -417,9 +559,18 @@ fn a_hand_made_device_is_adopted() {
     assert_eq!(d.link("current").as_deref(), Some("fw"));
     assert_eq!(d.link("previous").as_deref(), Some("factory"));
     assert_eq!(d.link("failsafe").as_deref(), Some("factory"));
-    assert_eq!(std::fs::read(d.target.join("factory/bin/app")).unwrap(), b"factory app\n");
+    assert_eq!(
+        std::fs::read(d.target.join("factory/bin/app")).unwrap(),
+        b"factory app\n"
+    );
     // The adopted version is a valid rollback target.
-    ok(run(fw("fw-switch").arg("--target").arg(&d.target).arg("rollback"), b""));
+    ok(run(
+        fw("fw-switch")
+            .arg("--target")
+            .arg(&d.target)
+            .arg("rollback"),
+        b"",
+    ));
     assert_eq!(d.link("current").as_deref(), Some("factory"));
 }
 
@@ -437,7 +588,9 @@ fn install_streams_over_http_with_curl() {
         .spawn()
         .expect("python3 runs the test's HTTP server");
     let mut first_line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut first_line).unwrap();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
     // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
     let port: u16 = first_line
         .split_whitespace()
@@ -445,16 +598,25 @@ fn install_streams_over_http_with_curl() {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {first_line:?}"));
-    let url = format!("http://127.0.0.1:{port}/{}", package.file_name().unwrap().to_string_lossy());
+    let url = format!(
+        "http://127.0.0.1:{port}/{}",
+        package.file_name().unwrap().to_string_lossy()
+    );
     let out = run(&mut d.install_cmd(&url), b"");
-    let missing = run(&mut d.install_cmd(&format!("http://127.0.0.1:{port}/missing.fw")), b"");
+    let missing = run(
+        &mut d.install_cmd(&format!("http://127.0.0.1:{port}/missing.fw")),
+        b"",
+    );
     server.kill().unwrap();
     server.wait().unwrap();
     exits(out, 0);
     assert_eq!(d.link("current").as_deref(), Some("fw-1"));
     exits(missing, 1);
     // Nothing of the package was stored on the way: only the two versions.
-    let stored: Vec<_> = walk_files(&d.target).into_iter().filter(|p| p.extension().is_some_and(|e| e == "fw")).collect();
+    let stored: Vec<_> = walk_files(&d.target)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "fw"))
+        .collect();
     assert!(stored.is_empty(), "{stored:?}");
 }
 
@@ -489,16 +651,36 @@ fn unpack_links_unchanged_files_into_staging() {
     let d = device();
     exits(d.install(&d.package("fw", "v1", 1)), 0);
     let v2 = std::fs::read(d.package("fw", "v2", 1)).unwrap();
-    let tar_gz = ok(run(fw("fw-unseal").arg("--keyring").arg(&d.keys.keyring), &v2));
+    let tar_gz = ok(run(
+        fw("fw-unseal").arg("--keyring").arg(&d.keys.keyring),
+        &v2,
+    ));
     let out = run(fw("fw-unpack").arg("--target").arg(&d.target), &tar_gz);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let staged = PathBuf::from(String::from_utf8(ok(out)).unwrap().trim_end());
     let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
-    assert_eq!(ino(&staged.join("bin/big")), ino(&d.target.join("fw/bin/big")));
-    assert_ne!(ino(&staged.join("etc/label")), ino(&d.target.join("fw/etc/label")));
-    assert!(stderr.contains("shared with installed versions"), "{stderr}");
+    assert_eq!(
+        ino(&staged.join("bin/big")),
+        ino(&d.target.join("fw/bin/big"))
+    );
+    assert_ne!(
+        ino(&staged.join("etc/label")),
+        ino(&d.target.join("fw/etc/label"))
+    );
+    assert!(
+        stderr.contains("shared with installed versions"),
+        "{stderr}"
+    );
     // The shared inode kept v1's attributes untouched, and both verify.
     for tree in [staged.clone(), d.target.join("fw")] {
-        ok(run(fw("fw-verify").arg("--keyring").arg(&d.keys.keyring).arg("--target").arg(&d.target).arg(&tree), b""));
+        ok(run(
+            fw("fw-verify")
+                .arg("--keyring")
+                .arg(&d.keys.keyring)
+                .arg("--target")
+                .arg(&d.target)
+                .arg(&tree),
+            b"",
+        ));
     }
 }

@@ -30,7 +30,10 @@ pub fn acquire(target: &Path, wait: Option<Duration>) -> Result<TargetLock> {
         .map_err(|e| Error::io(crate::target::state_dir(target).display(), e))?;
     let lock_meta = |file: &File| file.metadata().map(|m| (m.dev(), m.ino()));
 
-    if let Some(fd) = std::env::var("FW_LOCK_FD").ok().and_then(|v| v.parse::<i32>().ok()) {
+    if let Some(fd) = std::env::var("FW_LOCK_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
         let on_disk = std::fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
         // SAFETY: only inspected through a borrowed handle, never closed.
         let inherited = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -80,7 +83,10 @@ pub fn acquire(target: &Path, wait: Option<Duration>) -> Result<TargetLock> {
                 }
             }
             Err((_, errno)) => {
-                return Err(Error::failed(format!("{}: cannot lock: {errno}", path.display())))
+                return Err(Error::failed(format!(
+                    "{}: cannot lock: {errno}",
+                    path.display()
+                )))
             }
         }
     }

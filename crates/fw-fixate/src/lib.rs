@@ -86,7 +86,10 @@ fn share(tree: &Path, manifest: &Manifest, shared: &SharedFiles, out: &mut Fixat
                     .and_then(|()| std::fs::rename(&tmp, &path))
                     .map_err(|e| {
                         let _ = std::fs::remove_file(&tmp);
-                        Error::io(format!("linking {} to {}", path.display(), source.display()), e)
+                        Error::io(
+                            format!("linking {} to {}", path.display(), source.display()),
+                            e,
+                        )
                     })?;
                 out.shared_files += 1;
                 out.shared_bytes += size;
@@ -114,7 +117,13 @@ fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
         if candidate.symlink_metadata().is_ok() {
             continue;
         }
-        match renameat2(AT_FDCWD, tree, AT_FDCWD, &candidate, RenameFlags::RENAME_NOREPLACE) {
+        match renameat2(
+            AT_FDCWD,
+            tree,
+            AT_FDCWD,
+            &candidate,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
             Ok(()) => return Ok(candidate),
             Err(nix::errno::Errno::EEXIST) => continue,
             Err(nix::errno::Errno::EXDEV) => {
@@ -134,13 +143,20 @@ fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
             }
         }
     }
-    Err(Error::failed(format!("no free name for {name} in {}", target.display())))
+    Err(Error::failed(format!(
+        "no free name for {name} in {}",
+        target.display()
+    )))
 }
 
 /// Fixates the verified staging tree `tree` into `target`.
 pub fn fixate(tree: &Path, target: &Path) -> Result<Fixated> {
-    let tree = tree.canonicalize().map_err(|e| Error::io(tree.display(), e))?;
-    let target = target.canonicalize().map_err(|e| Error::io(target.display(), e))?;
+    let tree = tree
+        .canonicalize()
+        .map_err(|e| Error::io(tree.display(), e))?;
+    let target = target
+        .canonicalize()
+        .map_err(|e| Error::io(target.display(), e))?;
     if tree.parent() == Some(target.as_path()) {
         return Err(Error::usage(format!(
             "{} is installed already; give a staging tree from fw-unpack",
@@ -153,7 +169,8 @@ pub fn fixate(tree: &Path, target: &Path) -> Result<Fixated> {
 
     // Every byte of the new version on disk before it gets its name.
     let dir = std::fs::File::open(&tree).map_err(|e| Error::io(tree.display(), e))?;
-    nix::unistd::syncfs(&dir).map_err(|e| Error::io(format!("syncfs {}", tree.display()), e.into()))?;
+    nix::unistd::syncfs(&dir)
+        .map_err(|e| Error::io(format!("syncfs {}", tree.display()), e.into()))?;
 
     let work_dir = tree.parent().map(Path::to_path_buf);
     out.path = move_into_place(&tree, &target, &manifest.name)?;

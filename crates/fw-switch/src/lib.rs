@@ -84,12 +84,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
 fn pid_alive(pid: i32) -> bool {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
-    !matches!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+    !matches!(
+        kill(Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// The pid in a staging directory's name (`unpack-PID-XXXX`).
 fn staging_pid(name: &str) -> Option<i32> {
-    name.strip_prefix("unpack-")?.split('-').next()?.parse().ok()
+    name.strip_prefix("unpack-")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Removes a tree, making its directories writable first if needed (a
@@ -99,7 +106,11 @@ fn remove_tree(path: &Path) -> Result<()> {
     if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
         return Ok(());
     }
-    for entry in walkdir::WalkDir::new(path).follow_links(false).into_iter().flatten() {
+    for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
         if entry.file_type().is_dir() {
             let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700));
         }
@@ -115,7 +126,9 @@ impl Target {
                 root.display()
             )));
         }
-        let root = root.canonicalize().map_err(|e| Error::io(root.display(), e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io(root.display(), e))?;
         Ok(Target { root })
     }
 
@@ -143,13 +156,18 @@ impl Target {
         let dir_name = version
             .file_name()
             .ok_or_else(|| Error::usage(format!("{} is not a version", version.display())))?;
-        let tmp = self.root.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(dir_name, &tmp)
             .and_then(|()| std::fs::rename(&tmp, self.root.join(name)))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
-                Error::io(format!("setting {} -> {}", name, dir_name.to_string_lossy()), e)
+                Error::io(
+                    format!("setting {} -> {}", name, dir_name.to_string_lossy()),
+                    e,
+                )
             })?;
         sync_dir(&self.root)
     }
@@ -157,7 +175,11 @@ impl Target {
     /// Resolves a version argument: a path, or a directory name in the
     /// target, or a link name. It must be a directory directly in the target.
     pub fn resolve_version(&self, arg: &Path) -> Result<PathBuf> {
-        let candidate = if arg.exists() { arg.to_path_buf() } else { self.root.join(arg) };
+        let candidate = if arg.exists() {
+            arg.to_path_buf()
+        } else {
+            self.root.join(arg)
+        };
         let path = candidate.canonicalize().map_err(|_| {
             Error::usage(format!(
                 "{} is not a version of {}: give a path from fw-fixate or a directory name \
@@ -192,13 +214,23 @@ impl Target {
             .unwrap_or_else(|| "factory".to_string());
         let mut adopted = None;
         for n in 0..10_000u32 {
-            let name = if n == 0 { base.clone() } else { format!("{base}-{n}") };
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
             let dest = self.root.join(&name);
             if dest.symlink_metadata().is_ok() {
                 continue;
             }
             use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-            match renameat2(AT_FDCWD, &current, AT_FDCWD, &dest, RenameFlags::RENAME_NOREPLACE) {
+            match renameat2(
+                AT_FDCWD,
+                &current,
+                AT_FDCWD,
+                &dest,
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
                 Ok(()) => {
                     adopted = Some(dest);
                     break;
@@ -288,7 +320,9 @@ impl Target {
         let current = self
             .link(CURRENT)
             .ok_or_else(|| Error::failed("there is no current version to commit"))?;
-        let security_version = manifest_of(&current).map(|(m, _)| m.security_version).unwrap_or(0);
+        let security_version = manifest_of(&current)
+            .map(|(m, _)| m.security_version)
+            .unwrap_or(0);
         let floor = self.security_floor();
         if security_version > floor {
             let state = fw_core::target::state_dir(&self.root);
@@ -345,9 +379,14 @@ impl Target {
             .version_dirs()
             .into_iter()
             .map(|dir| {
-                let dir_name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let dir_name = dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 let manifest = manifest_of(&dir).map(|(m, _)| m);
-                let (size, shared_bytes) = manifest.as_ref().map(|m| sizes(&dir, m)).unwrap_or((0, 0));
+                let (size, shared_bytes) =
+                    manifest.as_ref().map(|m| sizes(&dir, m)).unwrap_or((0, 0));
                 VersionStatus {
                     links: links
                         .iter()
@@ -378,7 +417,12 @@ impl Target {
             staging: self
                 .staging_dirs()
                 .iter()
-                .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                .map(|p| {
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .collect(),
         }
     }
@@ -387,7 +431,11 @@ impl Target {
     fn clean_staging(&self) -> Result<u64> {
         let mut removed = 0;
         for dir in self.staging_dirs() {
-            let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let alive = staging_pid(&name).is_some_and(pid_alive);
             if !alive {
                 remove_tree(&dir)?;
@@ -419,9 +467,16 @@ impl Target {
             if protected.contains(&dir) {
                 continue;
             }
-            freed += manifest_of(&dir).map(|(m, _)| unshared_bytes(&dir, &m)).unwrap_or(0);
+            freed += manifest_of(&dir)
+                .map(|(m, _)| unshared_bytes(&dir, &m))
+                .unwrap_or(0);
             remove_tree(&dir)?;
-            removed.push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
+            removed.push(
+                dir.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
         sync_dir(&self.root)?;
         self.clean_staging()?;
@@ -436,20 +491,28 @@ impl Target {
         if let Some(adopted) = self.adopt()? {
             done.push(format!("adopted {}", adopted.display()));
         }
-        for entry in std::fs::read_dir(&self.root).map_err(|e| Error::io(self.root.display(), e))?.flatten() {
+        for entry in std::fs::read_dir(&self.root)
+            .map_err(|e| Error::io(self.root.display(), e))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_tmp_link = name.starts_with('.') && name.contains(".tmp-");
             if is_tmp_link && entry.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path().display(), e))?;
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| Error::io(entry.path().display(), e))?;
                 done.push(format!("removed {name}"));
             }
         }
         if self.link(CURRENT).is_none() {
-            let fallback = [FAILSAFE, PREVIOUS].iter().find_map(|l| self.link(l)).or_else(|| {
-                self.version_dirs().into_iter().filter(|d| is_verified(d)).max_by_key(|d| {
-                    manifest_of(d).map(|(m, _)| m.created).unwrap_or(0)
-                })
-            });
+            let fallback = [FAILSAFE, PREVIOUS]
+                .iter()
+                .find_map(|l| self.link(l))
+                .or_else(|| {
+                    self.version_dirs()
+                        .into_iter()
+                        .filter(|d| is_verified(d))
+                        .max_by_key(|d| manifest_of(d).map(|(m, _)| m.created).unwrap_or(0))
+                });
             if let Some(version) = fallback {
                 self.set_link(CURRENT, &version)?;
                 done.push(format!("current -> {}", version.display()));
@@ -468,7 +531,11 @@ impl Target {
 fn sizes(dir: &Path, manifest: &Manifest) -> (u64, u64) {
     let mut size = 0;
     let mut shared = 0;
-    for entry in manifest.entries.iter().filter(|e| e.kind == Kind::File && e.hardlink.is_none()) {
+    for entry in manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File && e.hardlink.is_none())
+    {
         let bytes = entry.size.unwrap_or(0);
         size += bytes;
         if std::fs::symlink_metadata(dir.join(&entry.path)).is_ok_and(|m| m.nlink() > 1) {
@@ -503,15 +570,24 @@ pub struct LinkTreeReport {
 /// alone; a real file or other link is replaced only with `force`.
 pub fn link_tree(src: &Path, dest: &Path, force: bool) -> Result<LinkTreeReport> {
     if !src.is_dir() {
-        return Err(Error::usage(format!("{} is not a directory", src.display())));
+        return Err(Error::usage(format!(
+            "{} is not a directory",
+            src.display()
+        )));
     }
     let src_abs = if src.is_absolute() {
         src.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| Error::io("the current directory", e))?.join(src)
+        std::env::current_dir()
+            .map_err(|e| Error::io("the current directory", e))?
+            .join(src)
     };
     let mut report = LinkTreeReport::default();
-    for entry in walkdir::WalkDir::new(&src_abs).min_depth(1).follow_links(false).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(&src_abs)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| Error::failed(format!("{}: {e}", src.display())))?;
         let rel = entry.path().strip_prefix(&src_abs).expect("below src");
         let out = dest.join(rel);
@@ -534,7 +610,10 @@ pub fn link_tree(src: &Path, dest: &Path, force: bool) -> Result<LinkTreeReport>
             continue;
         }
         match existing {
-            Some(m) if m.file_type().is_symlink() && std::fs::read_link(&out).ok().as_deref() == Some(link_to.as_path()) => {
+            Some(m)
+                if m.file_type().is_symlink()
+                    && std::fs::read_link(&out).ok().as_deref() == Some(link_to.as_path()) =>
+            {
                 report.unchanged += 1;
             }
             Some(m) if m.is_dir() => report.skipped.push(out),

@@ -120,11 +120,17 @@ fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
                 "{:<28} {:<12} {:>4} {:>12} {:>12}  {}{}\n",
                 v.dir,
                 v.version.as_deref().unwrap_or("-"),
-                v.security_version.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                v.security_version
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 v.size,
                 v.shared_bytes,
                 v.links.join(","),
-                if v.verified || v.name.is_none() { "" } else { " (not verified)" }
+                if v.verified || v.name.is_none() {
+                    ""
+                } else {
+                    " (not verified)"
+                }
             );
         }
         if !status.staging.is_empty() {
@@ -132,7 +138,8 @@ fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
         }
         text
     };
-    out.write_all(text.as_bytes()).map_err(|e| Error::io("stdout", e))
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::io("stdout", e))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -191,7 +198,11 @@ fn run(cli: Cli) -> Result<()> {
                 "removed {} version{}{}, freed {freed} bytes",
                 removed.len(),
                 if removed.len() == 1 { "" } else { "s" },
-                if removed.is_empty() { String::new() } else { format!(" ({})", removed.join(", ")) }
+                if removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", removed.join(", "))
+                }
             );
             Ok(())
         }
@@ -204,7 +215,10 @@ fn run(cli: Cli) -> Result<()> {
                 report.dirs_created
             );
             for skipped in &report.skipped {
-                note!("left alone (in the way; --force replaces it): {}", skipped.display());
+                note!(
+                    "left alone (in the way; --force replaces it): {}",
+                    skipped.display()
+                );
             }
             Ok(())
         }

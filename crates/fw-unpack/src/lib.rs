@@ -469,15 +469,17 @@ impl Extractor<'_> {
                     Some(_) => {
                         return Err(self.refuse(
                             &display,
-                            format!("it would be written through the symlink or file {top}/{ancestor}"),
+                            format!(
+                                "it would be written through the symlink or file {top}/{ancestor}"
+                            ),
                         ))
                     }
-                    None => {
-                        return Err(self.refuse(
-                            &display,
-                            format!("its directory {top}/{ancestor} does not come before it in the archive"),
-                        ))
-                    }
+                    None => return Err(self.refuse(
+                        &display,
+                        format!(
+                            "its directory {top}/{ancestor} does not come before it in the archive"
+                        ),
+                    )),
                 }
             }
         }
@@ -579,7 +581,8 @@ impl Extractor<'_> {
                 let target_rel = link_target.expect("checked above");
                 let _lock = self.cleanup.lock();
                 // linkat without AT_SYMLINK_FOLLOW: the target is the file itself.
-                std::fs::hard_link(self.tree.join(&target_rel), &path).map_err(|e| self.io(&path, e))?;
+                std::fs::hard_link(self.tree.join(&target_rel), &path)
+                    .map_err(|e| self.io(&path, e))?;
             }
             _ => {
                 let size = header.entry_size().unwrap_or(u64::MAX);
@@ -849,12 +852,26 @@ mod tests {
         let staging = tempfile::tempdir().unwrap();
         let cleanup = Cleanup::new();
         let whole = gzip(&tar);
-        let unpacked = unpack(&whole[..], staging.path(), 1 << 30, &SharedFiles::default(), &cleanup).unwrap();
+        let unpacked = unpack(
+            &whole[..],
+            staging.path(),
+            1 << 30,
+            &SharedFiles::default(),
+            &cleanup,
+        )
+        .unwrap();
         assert!(unpacked.tree.join(".fw/manifest.json").is_file());
 
         let (a, b) = tar.split_at(700);
         let two_members = [gzip(a), gzip(b)].concat();
-        unpack(&two_members[..], staging.path(), 1 << 30, &SharedFiles::default(), &cleanup).unwrap();
+        unpack(
+            &two_members[..],
+            staging.path(),
+            1 << 30,
+            &SharedFiles::default(),
+            &cleanup,
+        )
+        .unwrap();
 
         let before: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();
         for bad in [
@@ -863,7 +880,14 @@ mod tests {
             [whole.clone(), b"junk".to_vec()].concat(),
             [whole.clone(), vec![0u8; 10]].concat(),
         ] {
-            let err = unpack(&bad[..], staging.path(), 1 << 30, &SharedFiles::default(), &cleanup).unwrap_err();
+            let err = unpack(
+                &bad[..],
+                staging.path(),
+                1 << 30,
+                &SharedFiles::default(),
+                &cleanup,
+            )
+            .unwrap_err();
             assert_eq!(err.code, fw_core::ExitCode::Invalid, "{}", err.message);
         }
         let after: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();

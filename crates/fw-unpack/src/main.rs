@@ -74,7 +74,13 @@ fn run(cli: Cli) -> Result<()> {
         None => fw_unpack::default_max_bytes(&staging)?,
     };
     let shared = fw_core::target::SharedFiles::of_target(&target);
-    let unpacked = fw_unpack::unpack(std::io::stdin().lock(), &staging, max_bytes, &shared, &cleanup)?;
+    let unpacked = fw_unpack::unpack(
+        std::io::stdin().lock(),
+        &staging,
+        max_bytes,
+        &shared,
+        &cleanup,
+    )?;
     note!(
         "unpacked {} ({} entries, {} bytes; {} files, {} bytes shared with installed versions) into {}",
         unpacked.name,

@@ -277,7 +277,11 @@ pub fn compare_tree(
         if kind != entry.kind {
             diffs.push(difference(
                 &entry.path,
-                format!("is a {}, the manifest says {}", kind.as_str(), entry.kind.as_str()),
+                format!(
+                    "is a {}, the manifest says {}",
+                    kind.as_str(),
+                    entry.kind.as_str()
+                ),
             ));
             continue;
         }
