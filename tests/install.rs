@@ -684,3 +684,50 @@ fn unpack_links_unchanged_files_into_staging() {
         ));
     }
 }
+
+/// fw-nbio's example composes the same stages without a shell.
+#[test]
+fn the_fw_nbio_example_composes_the_install_stages() {
+    let d = device();
+    let example = bin("fw-unseal").parent().unwrap().join("examples/install");
+    assert!(
+        example.exists(),
+        "build the examples first: cargo build --workspace --all-targets"
+    );
+    let package = d.package("fw", "v1", 1);
+    let mut cmd = Command::new(&example);
+    cmd.arg("--target")
+        .arg(&d.target)
+        .arg("--keyring")
+        .arg(&d.keys.keyring)
+        .arg(&package);
+    let out = ok(run(&mut cmd, b""));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!(
+            "{}\n",
+            d.target.canonicalize().unwrap().join("fw").display()
+        )
+    );
+
+    let mut bytes = std::fs::read(&package).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let bad = d.tmp.path().join("bad.fw");
+    std::fs::write(&bad, bytes).unwrap();
+    let mut cmd = Command::new(&example);
+    cmd.arg("--target")
+        .arg(&d.target)
+        .arg("--keyring")
+        .arg(&d.keys.keyring)
+        .arg(&bad);
+    let out = run(&mut cmd, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("fw-unseal"),
+        "names the stage that failed: {stderr}"
+    );
+    assert!(d.staging_is_empty());
+    assert_eq!(d.versions(), ["fw"]);
+}

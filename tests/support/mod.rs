@@ -302,3 +302,44 @@ impl Drop for Gpg {
             .status();
     }
 }
+
+/// Installs the tree as a version of `target` by the four stages
+/// (fw-sign pack, then unseal | unpack, verify, fixate); returns its path.
+pub fn install_version(keys: &Keys, target: &Path, tree: &Path, pack_args: &[&str]) -> PathBuf {
+    let mut pack = fw("fw-sign");
+    pack.args(["-q", "pack", "--key"])
+        .arg(&keys.vendor_key)
+        .args(pack_args)
+        .arg(tree);
+    let package = ok(run(&mut pack, b""));
+    let tar_gz = ok(run(
+        fw("fw-unseal")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&keys.keyring),
+        &package,
+    ));
+    let staged = ok(run(
+        fw("fw-unpack").arg("-q").arg("--target").arg(target),
+        &tar_gz,
+    ));
+    let staged = String::from_utf8(staged).unwrap().trim_end().to_string();
+    let mut verify = fw("fw-verify");
+    verify
+        .arg("-q")
+        .arg("--keyring")
+        .arg(&keys.keyring)
+        .arg("--target")
+        .arg(target)
+        .arg(&staged);
+    ok(run(&mut verify, b""));
+    let installed = ok(run(
+        fw("fw-fixate")
+            .arg("-q")
+            .arg("--target")
+            .arg(target)
+            .arg(&staged),
+        b"",
+    ));
+    PathBuf::from(String::from_utf8(installed).unwrap().trim_end())
+}

@@ -35,6 +35,8 @@ const BURST: usize = 16;
 /// How often to look for exits when the kernel has no pidfds.
 const TICK: Duration = Duration::from_millis(10);
 
+/// How long processes asked to stop get before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
 pub(crate) struct Engine {
     children: Vec<ChildState>,
     pumps: Vec<Pump>,
@@ -48,6 +50,8 @@ pub(crate) struct Engine {
     /// The first failure: the one reported, whatever it set off.
     cause: Option<Cause>,
     tearing_down: bool,
+    /// When the processes asked to stop (SIGTERM) get SIGKILL instead.
+    escalate_at: Option<Instant>,
     done: bool,
     sigpipe_is_fatal: bool,
 }
@@ -173,6 +177,7 @@ impl Engine {
             deadline: timeout.map(|t| (Instant::now() + t, t)),
             cause: None,
             tearing_down: false,
+            escalate_at: None,
             done: false,
             sigpipe_is_fatal: sys::sigpipe_is_fatal(),
         };
@@ -452,6 +457,7 @@ impl Engine {
         }
         self.reap(exited);
         self.check_deadlines();
+        self.check_escalation();
         self.check_done()
     }
 
@@ -505,6 +511,9 @@ impl Engine {
         let now = Instant::now();
         let mut wait: Option<Duration> = None;
         let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+        if let Some(at) = self.escalate_at {
+            consider(at.saturating_duration_since(now));
+        }
         // Once tearing down, deadlines have done their job (and would make us spin).
         let timing = !self.tearing_down;
         if let (Some((at, _)), true) = (self.deadline, timing) {
@@ -686,6 +695,22 @@ impl Engine {
         }
     }
 
+    /// SIGKILL for whatever ignored the SIGTERM of a teardown.
+    fn check_escalation(&mut self) {
+        match self.escalate_at {
+            Some(at) if Instant::now() >= at => {
+                self.escalate_at = None;
+                for child in &self.children {
+                    match child.status {
+                        None => sys::kill_group(child.child.id()),
+                        Some(_) => sys::kill_leftovers(child.child.id()),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn check_killers(&mut self) {
         if self.killers.iter().any(Killer::is_killed) {
             self.fail(Cause::Killed);
@@ -723,10 +748,13 @@ impl Engine {
             return;
         }
         self.tearing_down = true;
+        // SIGTERM first, so that a stage can remove what it half made
+        // (fw-unpack its staging directory); SIGKILL after a grace period.
+        self.escalate_at = Some(Instant::now() + TERM_GRACE);
         for child in &mut self.children {
             match child.status {
                 None => {
-                    sys::kill_group(child.child.id());
+                    sys::term_group(child.child.id());
                     child.killed = true;
                 }
                 // Its leader is gone but what it started may linger in its group.

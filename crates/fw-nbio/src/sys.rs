@@ -64,6 +64,13 @@ pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// SIGTERM the process group led by `pid`, and `pid` itself in case it left the group.
+pub(crate) fn term_group(pid: u32) {
+    let pid = Pid::from_raw(pid as i32);
+    let _ = killpg(pid, Signal::SIGTERM);
+    let _ = kill(pid, Signal::SIGTERM);
+}
+
 /// SIGKILL the process group led by `pid`, and `pid` itself in case it left the group.
 pub(crate) fn kill_group(pid: u32) {
     let pid = Pid::from_raw(pid as i32);

@@ -144,6 +144,9 @@ fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     fw_core::log::set_verbosity(cli.verbose, cli.quiet);
+    if let Command::LinkTree { src, dest, force } = &cli.command {
+        return link_tree(src, dest, *force);
+    }
     let target_path = fw_core::target::resolve(cli.target.as_deref());
     let target = Target::new(&target_path)?;
     let wait = cli.wait.map(std::time::Duration::from_secs_f64);
@@ -206,23 +209,25 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::LinkTree { src, dest, force } => {
-            let report = fw_switch::link_tree(&src, &dest, force)?;
-            note!(
-                "linked {}, unchanged {}, created {} directories",
-                report.linked,
-                report.unchanged,
-                report.dirs_created
-            );
-            for skipped in &report.skipped {
-                note!(
-                    "left alone (in the way; --force replaces it): {}",
-                    skipped.display()
-                );
-            }
-            Ok(())
-        }
+        Command::LinkTree { .. } => unreachable!("handled above: needs no target"),
     }
+}
+
+fn link_tree(src: &std::path::Path, dest: &std::path::Path, force: bool) -> Result<()> {
+    let report = fw_switch::link_tree(src, dest, force)?;
+    note!(
+        "linked {}, unchanged {}, created {} directories",
+        report.linked,
+        report.unchanged,
+        report.dirs_created
+    );
+    for skipped in &report.skipped {
+        note!(
+            "left alone (in the way; --force replaces it): {}",
+            skipped.display()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -474,12 +474,14 @@ impl Extractor<'_> {
                             ),
                         ))
                     }
-                    None => return Err(self.refuse(
-                        &display,
-                        format!(
+                    None => {
+                        return Err(self.refuse(
+                            &display,
+                            format!(
                             "its directory {top}/{ancestor} does not come before it in the archive"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
         }
