@@ -2,6 +2,7 @@
 //! the signed manifest, keyring loading, the one trust rule for OpenPGP
 //! signatures, and stderr logging.
 
+pub mod cli;
 pub mod error;
 pub mod keyring;
 pub mod lock;
@@ -9,6 +10,7 @@ pub mod log;
 pub mod manifest;
 pub mod target;
 pub mod trust;
+pub mod verified;
 
 pub use error::{Error, ExitCode, Result};
 

@@ -136,3 +136,10 @@ impl SharedFiles {
         (meta.is_file() && meta.len() == *size).then_some(path.as_path())
     }
 }
+
+/// Fsyncs a directory, so that entries created or renamed in it persist.
+pub fn sync_dir(dir: &Path) -> crate::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| crate::Error::io(format!("fsync {}", dir.display()), e))
+}

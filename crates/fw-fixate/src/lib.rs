@@ -19,12 +19,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use fw_core::manifest::{Kind, Manifest, MANIFEST_PATH};
+use fw_core::manifest::{Kind, Manifest};
 use fw_core::target::SharedFiles;
 use fw_core::{Error, Result};
 
-/// `.fw/verified`, written by fw-verify.
-pub const VERIFIED_PATH: &str = ".fw/verified";
+pub use fw_core::target::sync_dir;
+pub use fw_core::verified::verified_manifest;
 
 /// What fixate did.
 #[derive(Debug, Clone, Default)]
@@ -34,31 +34,6 @@ pub struct Fixated {
     pub shared_bytes: u64,
     pub written_files: u64,
     pub written_bytes: u64,
-}
-
-/// Reads the manifest and checks it is the one fw-verify verified.
-pub fn verified_manifest(tree: &Path) -> Result<Manifest> {
-    let json = std::fs::read(tree.join(MANIFEST_PATH)).map_err(|e| {
-        Error::invalid(format!(
-            "{}: not a staging tree from fw-unpack (no {MANIFEST_PATH}: {e})",
-            tree.display()
-        ))
-    })?;
-    let recorded = std::fs::read_to_string(tree.join(VERIFIED_PATH)).unwrap_or_default();
-    if recorded.trim() != Manifest::digest(&json) {
-        return Err(Error::invalid(format!(
-            "{} was not verified (no matching {VERIFIED_PATH}): run fw-verify on it first",
-            tree.display()
-        )));
-    }
-    Manifest::from_json(&json)
-}
-
-/// Fsyncs a directory, so that entries created or renamed in it persist.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
 }
 
 /// Replaces staging files by hard links to identical installed files.

@@ -1,9 +1,8 @@
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fw_core::{note, Error, Result};
+use fw_core::{note, Result};
 
 /// Install a verified staging tree as a new version of the target and
 /// print its final path.
@@ -29,33 +28,13 @@ struct Cli {
     /// (exit 6).
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600")]
     wait: Option<f64>,
-    /// Say less on stderr (errors only).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
-    let path = match cli.path {
-        Some(path) => path,
-        None => {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| Error::io("stdin", e))?;
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                return Err(Error::usage(
-                    "no PATH: give it as an argument or as one line on stdin (from fw-verify)",
-                ));
-            }
-            PathBuf::from(line)
-        }
-    };
+    cli.verbosity.apply();
+    let path = fw_core::cli::path_or_stdin_line(cli.path, "fw-verify")?;
     let target = fw_core::target::resolve(cli.target.as_deref());
     let wait = cli.wait.map(std::time::Duration::from_secs_f64);
     let _lock = fw_core::lock::acquire(&target, wait)?;

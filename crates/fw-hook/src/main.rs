@@ -63,12 +63,9 @@ struct Cli {
     /// Seconds before the first retry; doubled for each further one, ±20%.
     #[arg(long, value_name = "S", default_value = "5", value_parser = fw_hook::parse_seconds)]
     retry_interval: Duration,
-    /// Say less on stderr (errors and the hook's own output only).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    /// -q: errors and the hook's own output only.
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
     /// Which hook: pre-install, post-install or health-check.
     #[arg(value_name = "NAME", value_enum)]
     name: HookName,
@@ -100,7 +97,7 @@ fn interrupt_on_signals(interrupt: Arc<Interrupt>) -> Result<nix::sys::signal::S
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
+    cli.verbosity.apply();
     let interrupt = Arc::new(Interrupt::new());
     let signal_mask = interrupt_on_signals(interrupt.clone())?;
     let request = Request {

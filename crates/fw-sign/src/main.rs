@@ -15,12 +15,8 @@ use fw_core::{Error, Result};
 #[derive(Parser)]
 #[command(name = "fw-sign", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
-    /// Say less on stderr (errors only).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,7 +72,7 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
+    cli.verbosity.apply();
     match cli.command {
         Command::Keygen { userid } => write_stdout(&fw_sign::keygen(&userid)?),
         Command::Cert => {

@@ -13,12 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use fw_core::manifest::{Kind, Manifest, MANIFEST_PATH};
-use fw_core::target::{CURRENT, FAILSAFE, PREVIOUS};
+use fw_core::target::{sync_dir, CURRENT, FAILSAFE, PREVIOUS};
+use fw_core::verified::is_verified;
 use fw_core::{note, Error, Result};
-
-/// `.fw/verified` (written by fw-verify): a version may become current only
-/// if it verified.
-const VERIFIED_PATH: &str = ".fw/verified";
 
 /// A firmware target: the directory holding versions and links.
 pub struct Target {
@@ -62,23 +59,6 @@ pub struct Status {
 fn manifest_of(dir: &Path) -> Option<(Manifest, Vec<u8>)> {
     let json = std::fs::read(dir.join(MANIFEST_PATH)).ok()?;
     Manifest::from_json(&json).ok().map(|m| (m, json))
-}
-
-/// True if `dir` holds a manifest that fw-verify verified.
-pub fn is_verified(dir: &Path) -> bool {
-    match manifest_of(dir) {
-        Some((_, json)) => std::fs::read_to_string(dir.join(VERIFIED_PATH))
-            .map(|v| v.trim() == Manifest::digest(&json))
-            .unwrap_or(false),
-        None => false,
-    }
-}
-
-/// Fsyncs a directory, so that links created or renamed in it persist.
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
 }
 
 fn pid_alive(pid: i32) -> bool {

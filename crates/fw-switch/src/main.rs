@@ -30,12 +30,8 @@ struct Cli {
     /// (exit 6) [default when given without SECS: 3600].
     #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600")]
     wait: Option<f64>,
-    /// Say less on stderr (errors only).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,7 +139,7 @@ fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
+    cli.verbosity.apply();
     if let Command::LinkTree { src, dest, force } = &cli.command {
         return link_tree(src, dest, *force);
     }

@@ -28,12 +28,8 @@ struct Cli {
     /// free space on the target's file system].
     #[arg(long, value_name = "N")]
     max_bytes: Option<u64>,
-    /// Say less on stderr (errors only).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
 }
 
 /// Removes the staging directory on SIGTERM, SIGINT or SIGHUP, then exits.
@@ -64,7 +60,7 @@ fn clean_up_on_signals(cleanup: Cleanup) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
+    cli.verbosity.apply();
     let cleanup = Cleanup::new();
     clean_up_on_signals(cleanup.clone())?;
     let target = fw_core::target::resolve(cli.target.as_deref());

@@ -28,16 +28,12 @@ struct Cli {
     /// an unlinked temporary file in $TMPDIR (needs space for the tar.gz).
     #[arg(long)]
     spool: bool,
-    /// Say less on stderr (errors only).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
+    cli.verbosity.apply();
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
     let stdout = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
     // Sequoia wants a Send + Sync reader: read stdin through a File on fd 0.

@@ -29,8 +29,7 @@ use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PA
 use fw_core::trust::{self, Signer};
 use fw_core::{Error, Result};
 
-/// `.fw/verified`: the BLAKE3 of the manifest that verified.
-pub const VERIFIED_PATH: &str = ".fw/verified";
+pub use fw_core::verified::VERIFIED_PATH;
 /// `TARGET/.fw/security-floor`: the lowest security_version a device
 /// accepts, raised by commits (so that deleting old versions cannot open
 /// the way to a downgrade).
@@ -410,7 +409,7 @@ pub fn verify(path: &Path, keyring: &Keyring, target: &Path, policy: &Policy) ->
     }
 
     let digest = Manifest::digest(&json);
-    record_verified(path, &digest)?;
+    fw_core::verified::record(path, &digest)?;
     Ok(Verified {
         manifest,
         digest,
@@ -418,18 +417,6 @@ pub fn verify(path: &Path, keyring: &Keyring, target: &Path, policy: &Policy) ->
         files,
         bytes,
     })
-}
-
-/// Writes `.fw/verified` (atomically) unless it already says `digest`.
-fn record_verified(path: &Path, digest: &str) -> Result<()> {
-    let file = path.join(VERIFIED_PATH);
-    let content = format!("{digest}\n");
-    if std::fs::read_to_string(&file).ok().as_deref() == Some(content.as_str()) {
-        return Ok(());
-    }
-    let tmp = path.join(".fw/.verified.tmp");
-    std::fs::write(&tmp, &content).map_err(|e| Error::io(tmp.display(), e))?;
-    std::fs::rename(&tmp, &file).map_err(|e| Error::io(file.display(), e))
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fw_core::keyring::{self, Keyring};
-use fw_core::{note, Error, Result};
+use fw_core::{note, Result};
 
 /// Prove a firmware tree equal to its signed manifest, and apply the
 /// device's policy; print the tree's path on success.
@@ -42,35 +41,13 @@ struct Cli {
     /// The device policy file [default: /etc/fw/policy.toml if present].
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Say less on stderr (errors only).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    quiet: u8,
-    /// Say more on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
-}
-
-fn path_from_stdin() -> Result<PathBuf> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("stdin", e))?;
-    let line = line.trim_end_matches(['\n', '\r']);
-    if line.is_empty() {
-        return Err(Error::usage(
-            "no PATH: give it as an argument or as one line on stdin (from fw-unpack)",
-        ));
-    }
-    Ok(PathBuf::from(line))
+    #[command(flatten)]
+    verbosity: fw_core::cli::Verbosity,
 }
 
 fn run(cli: Cli) -> Result<()> {
-    fw_core::log::set_verbosity(cli.verbose, cli.quiet);
-    let path = match cli.path {
-        Some(path) => path,
-        None => path_from_stdin()?,
-    };
+    cli.verbosity.apply();
+    let path = fw_core::cli::path_or_stdin_line(cli.path, "fw-unpack")?;
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
     let target = fw_core::target::resolve(cli.target.as_deref());
     let policy = fw_verify::Policy::load(cli.policy.as_deref())?;
