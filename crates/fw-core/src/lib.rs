@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod journal;
 pub mod keyring;
 pub mod lock;
 pub mod log;

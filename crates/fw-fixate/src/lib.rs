@@ -19,6 +19,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use fw_core::journal::{Journal, Phase};
 use fw_core::manifest::{Kind, Manifest};
 use fw_core::target::SharedFiles;
 use fw_core::{Error, Result};
@@ -92,6 +93,10 @@ fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
         if candidate.symlink_metadata().is_ok() {
             continue;
         }
+        // The journal names the directory before it exists, so that
+        // `fw-switch recover` can remove it if we die right after the rename.
+        let candidate_name = candidate.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+        Journal::advance(target, Phase::Fixating, Some(candidate_name))?;
         match renameat2(
             AT_FDCWD,
             tree,
@@ -150,6 +155,8 @@ pub fn fixate(tree: &Path, target: &Path) -> Result<Fixated> {
     let work_dir = tree.parent().map(Path::to_path_buf);
     out.path = move_into_place(&tree, &target, &manifest.name)?;
     sync_dir(&target)?;
+    let installed_name = out.path.file_name().and_then(|n| n.to_str());
+    Journal::advance(&target, Phase::Fixated, installed_name)?;
     // The now empty `unpack-XXXX` directory fw-unpack made.
     if let Some(work) = work_dir {
         if work.starts_with(fw_core::target::staging_dir(&target)) {

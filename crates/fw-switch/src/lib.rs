@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use fw_core::journal::{Journal, Phase};
 use fw_core::manifest::{Kind, Manifest, MANIFEST_PATH};
+use fw_hook::HookName;
 use fw_core::target::{sync_dir, CURRENT, FAILSAFE, PREVIOUS};
 use fw_core::verified::is_verified;
 use fw_core::{note, Error, Result};
@@ -54,6 +56,8 @@ pub struct Status {
     pub versions: Vec<VersionStatus>,
     /// Staging directories left by unpacks (of live or dead processes).
     pub staging: Vec<String>,
+    /// The transaction in flight, or the version on probation (`pending`).
+    pub transaction: Option<Journal>,
 }
 
 fn manifest_of(dir: &Path) -> Option<(Manifest, Vec<u8>)> {
@@ -394,6 +398,7 @@ impl Target {
                 .unwrap_or(false),
             security_floor: self.security_floor(),
             versions,
+            transaction: Journal::load(&self.root).ok().flatten(),
             staging: self
                 .staging_dirs()
                 .iter()
@@ -463,10 +468,24 @@ impl Target {
         Ok((removed, freed))
     }
 
-    /// `recover` (run at boot): adopt a hand-made `current`, give the target
-    /// a `current` if it lost it, remove leftover temporary links and dead
-    /// staging directories. Idempotent. Returns what it did.
-    pub fn recover(&self) -> Result<Vec<String>> {
+    /// `recover` (run at every boot, and by fw-install before and after a
+    /// failure): adopts a hand-made `current`, removes leftover temporary
+    /// links and dead staging directories, then finishes or undoes the
+    /// transaction the journal names:
+    ///
+    /// - before the switch (unpacking … pre-install, or switching with
+    ///   `current` still the old version): undone, the new version removed;
+    /// - after the switch (switching with `current` on the new version,
+    ///   post-install, rolling-back): rolled back, as fw-install does when a
+    ///   post-install fails: the previous version is linked and its pre- and
+    ///   post-install run with FW_DIRECTION=rollback; if that fails, the
+    ///   failsafe the same way. (Re-running the new version's post-install
+    ///   instead would trust a version that never proved itself.)
+    /// - pending (installed, not committed): a boot is counted, and after
+    ///   `max_boots` boots without `fw-switch commit` it is rolled back.
+    ///
+    /// Idempotent: killed at any point and run again, it ends the same way.
+    pub fn recover(&self, options: &RecoverOptions) -> Result<Recovered> {
         let mut done = Vec::new();
         if let Some(adopted) = self.adopt()? {
             done.push(format!("adopted {}", adopted.display()));
@@ -483,27 +502,208 @@ impl Target {
                 done.push(format!("removed {name}"));
             }
         }
-        if self.link(CURRENT).is_none() {
-            let fallback = [FAILSAFE, PREVIOUS]
-                .iter()
-                .find_map(|l| self.link(l))
-                .or_else(|| {
-                    self.version_dirs()
-                        .into_iter()
-                        .filter(|d| is_verified(d))
-                        .max_by_key(|d| manifest_of(d).map(|(m, _)| m.created).unwrap_or(0))
-                });
+        let staging = self.clean_staging()?;
+        if staging > 0 {
+            done.push(format!("removed {staging} dead staging directories"));
+        }
+
+        let mut outcome = Outcome::Consistent;
+        if let Some(mut journal) = Journal::load(&self.root)? {
+            let current = self.link_name(CURRENT);
+            let on_new = journal.to.is_some() && current == journal.to;
+            match journal.phase {
+                Phase::Unpacking
+                | Phase::Fixating
+                | Phase::Fixated
+                | Phase::PreInstall => {
+                    outcome = self.undo(&journal, &mut done)?;
+                }
+                Phase::Switching if !on_new => outcome = self.undo(&journal, &mut done)?,
+                Phase::Switching | Phase::PostInstall | Phase::RollingBack => {
+                    outcome = self.roll_back(&mut journal, options, &mut done)?;
+                }
+                Phase::Pending if !on_new => {
+                    // Switched away by hand: nothing is on probation any more.
+                    Journal::clear(&self.root)?;
+                    done.push("probation ended: current is no longer the pending version".into());
+                }
+                Phase::Pending if options.count_boot => {
+                    journal.boots += 1;
+                    if journal.boots >= options.max_boots {
+                        done.push(format!(
+                            "{} was not committed after {} boots",
+                            journal.to.as_deref().unwrap_or("?"),
+                            journal.boots
+                        ));
+                        outcome = self.roll_back(&mut journal, options, &mut done)?;
+                    } else {
+                        journal.save(&self.root)?;
+                        done.push(format!(
+                            "{} pending: boot {} of {} without a commit",
+                            journal.to.as_deref().unwrap_or("?"),
+                            journal.boots,
+                            options.max_boots
+                        ));
+                    }
+                }
+                Phase::Pending => {}
+            }
+        }
+
+        if self.link(CURRENT).is_none() && matches!(outcome, Outcome::Consistent) {
+            let fallback = [FAILSAFE, PREVIOUS].iter().find_map(|l| self.link(l)).or_else(|| {
+                self.version_dirs()
+                    .into_iter()
+                    .filter(|d| is_verified(d))
+                    .max_by_key(|d| manifest_of(d).map(|(m, _)| m.created).unwrap_or(0))
+            });
             if let Some(version) = fallback {
                 self.set_link(CURRENT, &version)?;
                 done.push(format!("current -> {}", version.display()));
             }
         }
-        let staging = self.clean_staging()?;
-        if staging > 0 {
-            done.push(format!("removed {staging} dead staging directories"));
-        }
-        Ok(done)
+        Ok(Recovered { done, outcome })
     }
+
+    /// Undoes a transaction that had not switched: removes its new version.
+    fn undo(&self, journal: &Journal, done: &mut Vec<String>) -> Result<Outcome> {
+        if let Some(to) = &journal.to {
+            let dir = self.root.join(to);
+            let linked = [CURRENT, PREVIOUS, FAILSAFE]
+                .iter()
+                .any(|l| self.link(l).as_deref() == Some(dir.as_path()));
+            if dir.is_dir() && !linked {
+                remove_tree(&dir)?;
+                sync_dir(&self.root)?;
+                done.push(format!("removed the unfinished install {to}"));
+            }
+        }
+        Journal::clear(&self.root)?;
+        done.push(format!("undid the install interrupted in phase {}", journal.phase.as_str()));
+        Ok(Outcome::Undone)
+    }
+
+    /// Goes back from the journal's new version to its previous one (link,
+    /// then pre- and post-install with FW_DIRECTION=rollback), else to the
+    /// failsafe the same way; never past the failsafe.
+    fn roll_back(&self, journal: &mut Journal, options: &RecoverOptions, done: &mut Vec<String>) -> Result<Outcome> {
+        journal.phase = Phase::RollingBack;
+        journal.save(&self.root)?;
+        let failed = journal.to.as_ref().map(|n| self.root.join(n));
+        let from = journal
+            .from
+            .as_ref()
+            .map(|n| self.root.join(n))
+            .filter(|p| p.is_dir() && Some(p) != failed.as_ref());
+        let failsafe = self.link(FAILSAFE).filter(|p| Some(p) != failed.as_ref());
+
+        let re_enable = |version: &Path| -> bool {
+            if let Err(e) = self.switch_to(version) {
+                fw_core::note!("cannot switch back to {}: {}", version.display(), e.message);
+                return false;
+            }
+            [HookName::PreInstall, HookName::PostInstall]
+                .into_iter()
+                .all(|hook| self.run_rollback_hook(hook, version, failed.as_deref(), options))
+        };
+        if let Some(from) = &from {
+            if re_enable(from) {
+                Journal::clear(&self.root)?;
+                done.push(format!("rolled back to {}", from.display()));
+                return Ok(Outcome::RolledBack(from.clone()));
+            }
+        }
+        if let Some(failsafe) = failsafe.filter(|f| Some(f) != from.as_ref()) {
+            let hooks_ok = re_enable(&failsafe);
+            Journal::clear(&self.root)?;
+            done.push(format!(
+                "on the failsafe {}{}",
+                failsafe.display(),
+                if hooks_ok { "" } else { " (its hooks failed too)" }
+            ));
+            return Ok(Outcome::Failsafe(failsafe));
+        }
+        if journal.from.is_none() {
+            // A first install: nothing to go back to but nothing at all.
+            let _ = std::fs::remove_file(self.root.join(CURRENT));
+            if let Some(failed) = &failed {
+                remove_tree(failed)?;
+            }
+            sync_dir(&self.root)?;
+            Journal::clear(&self.root)?;
+            done.push("undid a first install".into());
+            return Ok(Outcome::Undone);
+        }
+        Journal::clear(&self.root)?;
+        Ok(Outcome::Stuck(format!(
+            "neither the previous version nor a failsafe could be re-enabled; current is {}",
+            self.link_name(CURRENT).unwrap_or_else(|| "unset".into())
+        )))
+    }
+
+    fn run_rollback_hook(&self, hook: HookName, version: &Path, failed: Option<&Path>, options: &RecoverOptions) -> bool {
+        let request = fw_hook::Request {
+            name: hook,
+            version: version.to_path_buf(),
+            target: self.root.clone(),
+            given: fw_hook::GivenEnv {
+                from: Some(failed.map(|f| f.as_os_str().to_owned()).unwrap_or_default()),
+                to: Some(version.as_os_str().to_owned()),
+                direction: Some("rollback".into()),
+            },
+            settings: options.hooks.clone(),
+        };
+        match fw_hook::run(&request, &fw_hook::Interrupt::new(), Box::new(std::io::stderr())) {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("fw-switch: {}", e.message);
+                false
+            }
+        }
+    }
+}
+
+/// How `recover` runs.
+#[derive(Debug, Clone)]
+pub struct RecoverOptions {
+    /// Count a boot of a pending version (false when fw-install calls it).
+    pub count_boot: bool,
+    /// Boots a pending version gets before it is rolled back.
+    pub max_boots: u32,
+    /// How the hooks of a rollback are run.
+    pub hooks: fw_hook::Settings,
+}
+
+impl Default for RecoverOptions {
+    fn default() -> Self {
+        RecoverOptions {
+            count_boot: true,
+            max_boots: 3,
+            hooks: fw_hook::Settings::default(),
+        }
+    }
+}
+
+/// How a recovery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was in flight (or only a count of boots).
+    Consistent,
+    /// A transaction that had not switched was undone.
+    Undone,
+    /// Back on the previous version (exit 7).
+    RolledBack(PathBuf),
+    /// On the failsafe version (exit 8).
+    Failsafe(PathBuf),
+    /// Nothing could be re-enabled (exit 1).
+    Stuck(String),
+}
+
+/// What `recover` did, for the report.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub done: Vec<String>,
+    pub outcome: Outcome,
 }
 
 /// Bytes of file content in a version, and of those, bytes in inodes

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fw_core::{note, Error, Result};
-use fw_switch::Target;
+use fw_core::journal::{Journal, Phase};
+use fw_core::ExitCode as FwExit;
+use fw_switch::{Outcome, Target};
 
 /// Switch the firmware target's links atomically, and keep it tidy.
 ///
@@ -63,10 +65,38 @@ enum Command {
     /// Accept the current version: raise the anti-rollback floor to its
     /// security_version (TARGET/.fw/security-floor).
     Commit,
-    /// Bring the target to a consistent state (run at boot): adopt a
-    /// hand-made current, restore a lost current link, remove leftover
-    /// temporary links and dead staging directories.
-    Recover,
+    /// Bring the target to a consistent state (run at every boot): finish
+    /// or undo the transaction in TARGET/.fw/journal (before the switch:
+    /// undone; after it: rolled back to the previous version, else the
+    /// failsafe, running their hooks with FW_DIRECTION=rollback), count a
+    /// boot of a version on probation and roll it back after --max-boots
+    /// boots without a commit; adopt a hand-made current, restore a lost
+    /// current link, remove leftover temporary links and dead staging
+    /// directories. Exit 7: rolled back to the previous version; 8: on the
+    /// failsafe.
+    Recover {
+        /// Boots a pending (uncommitted) version gets before it is rolled back.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        max_boots: u32,
+        /// Do not count this run as a boot (fw-install's own recovery).
+        #[arg(long)]
+        no_boot_count: bool,
+        /// Kill a rollback hook after S seconds (0: never).
+        #[arg(long, value_name = "S", default_value = "300", value_parser = fw_hook::parse_seconds)]
+        hook_timeout: std::time::Duration,
+        /// Retries of a rollback hook that exits 3.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        hook_retries: u32,
+        /// First retry interval of a rollback hook, doubling.
+        #[arg(long, value_name = "S", default_value = "5", value_parser = fw_hook::parse_seconds)]
+        hook_retry_interval: std::time::Duration,
+    },
+    /// For install scripts: record the transaction in flight in
+    /// TARGET/.fw/journal (see `recover`).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Remove versions beyond the N newest (never current, previous or
     /// failsafe) and dead staging directories; report what was freed.
     Clean {
@@ -88,6 +118,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Begin a transaction from the current version (phase unpacking).
+    Begin,
+    /// Move the transaction to PHASE: unpacking, fixating, fixated,
+    /// pre-install, switching, post-install, pending, rolling-back.
+    Set {
+        #[arg(value_name = "PHASE", value_parser = parse_phase)]
+        phase: Phase,
+        /// The new version's directory name or path.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<PathBuf>,
+    },
+    /// End the transaction.
+    Clear,
+}
+
+fn parse_phase(value: &str) -> std::result::Result<Phase, String> {
+    Phase::parse(value).map_err(|e| e.message)
+}
+
 fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let text = if json {
@@ -106,7 +157,17 @@ fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
         if status.current_is_directory {
             text += "current is a real directory: `fw-switch recover` adopts it\n";
         }
-        text += &format!("security floor {}\n\n", status.security_floor);
+        text += &format!("security floor {}\n", status.security_floor);
+        if let Some(journal) = &status.transaction {
+            text += &format!(
+                "transaction {} (from {} to {}{})\n",
+                journal.phase.as_str(),
+                journal.from.as_deref().unwrap_or("-"),
+                journal.to.as_deref().unwrap_or("-"),
+                if journal.boots > 0 { format!(", {} boots", journal.boots) } else { String::new() }
+            );
+        }
+        text += "\n";
         text += &format!(
             "{:<28} {:<12} {:>4} {:>12} {:>12}  {}\n",
             "VERSION", "FW VERSION", "SEC", "SIZE", "SHARED", "LINKS"
@@ -179,16 +240,64 @@ fn run(cli: Cli) -> Result<()> {
             note!("committed; security floor {floor}");
             Ok(())
         }
-        Command::Recover => {
+        Command::Recover {
+            max_boots,
+            no_boot_count,
+            hook_timeout,
+            hook_retries,
+            hook_retry_interval,
+        } => {
             let _lock = lock()?;
-            let done = target.recover()?;
-            if done.is_empty() {
-                note!("{} is consistent", target.root.display());
-            }
-            for line in done {
+            let options = fw_switch::RecoverOptions {
+                count_boot: !no_boot_count,
+                max_boots: max_boots.max(1),
+                hooks: fw_hook::Settings {
+                    timeout: (!hook_timeout.is_zero()).then_some(hook_timeout),
+                    retries: hook_retries,
+                    retry_interval: hook_retry_interval,
+                    signal_mask: None,
+                },
+            };
+            let recovered = target.recover(&options)?;
+            for line in &recovered.done {
                 note!("{line}");
             }
-            Ok(())
+            match recovered.outcome {
+                Outcome::Consistent | Outcome::Undone => {
+                    if recovered.done.is_empty() {
+                        fw_core::detail!("{} is consistent", target.root.display());
+                    }
+                    Ok(())
+                }
+                Outcome::RolledBack(version) => Err(Error::new(
+                    FwExit::RolledBack,
+                    format!("rolled back: current -> {}", version.display()),
+                )),
+                Outcome::Failsafe(version) => Err(Error::new(
+                    FwExit::Failsafe,
+                    format!("on the failsafe version: current -> {}", version.display()),
+                )),
+                Outcome::Stuck(message) => Err(Error::failed(message)),
+            }
+        }
+        Command::Journal { action } => {
+            let _lock = lock()?;
+            match action {
+                JournalAction::Begin => {
+                    let from = target
+                        .link(fw_core::target::CURRENT)
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+                    Journal::begin(from).save(&target.root)
+                }
+                JournalAction::Set { phase, to } => {
+                    let to = to.map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy().into_owned());
+                    if Journal::load(&target.root)?.is_none() {
+                        return Err(Error::usage("no transaction in flight: `fw-switch journal begin` first"));
+                    }
+                    Journal::advance(&target.root, phase, to.as_deref())
+                }
+                JournalAction::Clear => Journal::clear(&target.root),
+            }
         }
         Command::Clean { keep } => {
             let _lock = lock()?;
