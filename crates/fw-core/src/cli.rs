@@ -42,3 +42,13 @@ pub fn path_or_stdin_line(arg: Option<PathBuf>, previous: &str) -> Result<PathBu
     }
     Ok(PathBuf::from(line))
 }
+
+/// Prints a path as one line on stdout for the next stage. A failed write
+/// (a full disk, a closed pipe) is an error, never a panic.
+pub fn print_path(path: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", path.display())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::io("stdout", e))
+}

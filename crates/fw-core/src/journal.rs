@@ -180,10 +180,19 @@ mod tests {
     fn saves_loads_advances_and_clears() {
         let target = tempfile::tempdir().unwrap();
         assert_eq!(Journal::load(target.path()).unwrap(), None);
-        Journal::begin(Some("fw".into())).save(target.path()).unwrap();
+        Journal::begin(Some("fw".into()))
+            .save(target.path())
+            .unwrap();
         Journal::advance(target.path(), Phase::Fixated, Some("fw-1")).unwrap();
         let journal = Journal::load(target.path()).unwrap().unwrap();
-        assert_eq!((journal.phase, journal.from.as_deref(), journal.to.as_deref()), (Phase::Fixated, Some("fw"), Some("fw-1")));
+        assert_eq!(
+            (
+                journal.phase,
+                journal.from.as_deref(),
+                journal.to.as_deref()
+            ),
+            (Phase::Fixated, Some("fw"), Some("fw-1"))
+        );
         let text = std::fs::read_to_string(target.path().join(".fw/journal")).unwrap();
         assert!(text.contains("\"phase\": \"fixated\""), "{text}");
         Journal::clear(target.path()).unwrap();
@@ -196,7 +205,10 @@ mod tests {
     #[test]
     fn phases_parse_by_their_names() {
         assert_eq!(Phase::parse("post-install").unwrap(), Phase::PostInstall);
-        assert_eq!(Phase::parse("rolling-back").unwrap().as_str(), "rolling-back");
+        assert_eq!(
+            Phase::parse("rolling-back").unwrap().as_str(),
+            "rolling-back"
+        );
         assert!(Phase::parse("done").is_err());
     }
 }

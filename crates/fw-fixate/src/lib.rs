@@ -95,7 +95,10 @@ fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
         }
         // The journal names the directory before it exists, so that
         // `fw-switch recover` can remove it if we die right after the rename.
-        let candidate_name = candidate.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+        let candidate_name = candidate
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(name);
         Journal::advance(target, Phase::Fixating, Some(candidate_name))?;
         match renameat2(
             AT_FDCWD,

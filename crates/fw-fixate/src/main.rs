@@ -47,7 +47,7 @@ fn run(cli: Cli) -> Result<()> {
         fixated.written_files,
         fixated.written_bytes
     );
-    println!("{}", fixated.path.display());
+    fw_core::cli::print_path(&fixated.path)?;
     Ok(())
 }
 

@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use fw_core::journal::{Journal, Phase};
 use fw_core::manifest::{Kind, Manifest, MANIFEST_PATH};
-use fw_hook::HookName;
 use fw_core::target::{sync_dir, CURRENT, FAILSAFE, PREVIOUS};
 use fw_core::verified::is_verified;
 use fw_core::{note, Error, Result};
+use fw_hook::HookName;
 
 /// A firmware target: the directory holding versions and links.
 pub struct Target {
@@ -65,13 +65,28 @@ fn manifest_of(dir: &Path) -> Option<(Manifest, Vec<u8>)> {
     Manifest::from_json(&json).ok().map(|m| (m, json))
 }
 
+/// True if process `pid` runs (a zombie, killed but not yet reaped, does
+/// not: it will write nothing more).
 fn pid_alive(pid: i32) -> bool {
-    use nix::sys::signal::kill;
-    use nix::unistd::Pid;
-    !matches!(
-        kill(Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which ends with the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next()),
+            Some("Z" | "X" | "x")
+        ),
+        // With /proc mounted, no entry is no process; without it, ask kill(2).
+        Err(_) if std::path::Path::new("/proc/self").exists() => false,
+        Err(_) => {
+            use nix::sys::signal::kill;
+            use nix::unistd::Pid;
+            !matches!(
+                kill(Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            )
+        }
+    }
 }
 
 /// The pid in a staging directory's name (`unpack-PID-XXXX`).
@@ -307,6 +322,13 @@ impl Target {
         let security_version = manifest_of(&current)
             .map(|(m, _)| m.security_version)
             .unwrap_or(0);
+        // Probation ends for the version that is current.
+        if let Some(journal) = Journal::load(&self.root)? {
+            let current_name = current.file_name().and_then(|n| n.to_str());
+            if journal.phase == Phase::Pending && journal.to.as_deref() == current_name {
+                Journal::clear(&self.root)?;
+            }
+        }
         let floor = self.security_floor();
         if security_version > floor {
             let state = fw_core::target::state_dir(&self.root);
@@ -512,10 +534,7 @@ impl Target {
             let current = self.link_name(CURRENT);
             let on_new = journal.to.is_some() && current == journal.to;
             match journal.phase {
-                Phase::Unpacking
-                | Phase::Fixating
-                | Phase::Fixated
-                | Phase::PreInstall => {
+                Phase::Unpacking | Phase::Fixating | Phase::Fixated | Phase::PreInstall => {
                     outcome = self.undo(&journal, &mut done)?;
                 }
                 Phase::Switching if !on_new => outcome = self.undo(&journal, &mut done)?,
@@ -551,12 +570,15 @@ impl Target {
         }
 
         if self.link(CURRENT).is_none() && matches!(outcome, Outcome::Consistent) {
-            let fallback = [FAILSAFE, PREVIOUS].iter().find_map(|l| self.link(l)).or_else(|| {
-                self.version_dirs()
-                    .into_iter()
-                    .filter(|d| is_verified(d))
-                    .max_by_key(|d| manifest_of(d).map(|(m, _)| m.created).unwrap_or(0))
-            });
+            let fallback = [FAILSAFE, PREVIOUS]
+                .iter()
+                .find_map(|l| self.link(l))
+                .or_else(|| {
+                    self.version_dirs()
+                        .into_iter()
+                        .filter(|d| is_verified(d))
+                        .max_by_key(|d| manifest_of(d).map(|(m, _)| m.created).unwrap_or(0))
+                });
             if let Some(version) = fallback {
                 self.set_link(CURRENT, &version)?;
                 done.push(format!("current -> {}", version.display()));
@@ -579,14 +601,22 @@ impl Target {
             }
         }
         Journal::clear(&self.root)?;
-        done.push(format!("undid the install interrupted in phase {}", journal.phase.as_str()));
+        done.push(format!(
+            "undid the install interrupted in phase {}",
+            journal.phase.as_str()
+        ));
         Ok(Outcome::Undone)
     }
 
     /// Goes back from the journal's new version to its previous one (link,
     /// then pre- and post-install with FW_DIRECTION=rollback), else to the
     /// failsafe the same way; never past the failsafe.
-    fn roll_back(&self, journal: &mut Journal, options: &RecoverOptions, done: &mut Vec<String>) -> Result<Outcome> {
+    fn roll_back(
+        &self,
+        journal: &mut Journal,
+        options: &RecoverOptions,
+        done: &mut Vec<String>,
+    ) -> Result<Outcome> {
         journal.phase = Phase::RollingBack;
         journal.save(&self.root)?;
         let failed = journal.to.as_ref().map(|n| self.root.join(n));
@@ -619,7 +649,11 @@ impl Target {
             done.push(format!(
                 "on the failsafe {}{}",
                 failsafe.display(),
-                if hooks_ok { "" } else { " (its hooks failed too)" }
+                if hooks_ok {
+                    ""
+                } else {
+                    " (its hooks failed too)"
+                }
             ));
             return Ok(Outcome::Failsafe(failsafe));
         }
@@ -641,7 +675,13 @@ impl Target {
         )))
     }
 
-    fn run_rollback_hook(&self, hook: HookName, version: &Path, failed: Option<&Path>, options: &RecoverOptions) -> bool {
+    fn run_rollback_hook(
+        &self,
+        hook: HookName,
+        version: &Path,
+        failed: Option<&Path>,
+        options: &RecoverOptions,
+    ) -> bool {
         let request = fw_hook::Request {
             name: hook,
             version: version.to_path_buf(),
@@ -653,7 +693,11 @@ impl Target {
             },
             settings: options.hooks.clone(),
         };
-        match fw_hook::run(&request, &fw_hook::Interrupt::new(), Box::new(std::io::stderr())) {
+        match fw_hook::run(
+            &request,
+            &fw_hook::Interrupt::new(),
+            Box::new(std::io::stderr()),
+        ) {
             Ok(_) => true,
             Err(e) => {
                 eprintln!("fw-switch: {}", e.message);

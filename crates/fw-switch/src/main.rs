@@ -3,9 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fw_core::{note, Error, Result};
 use fw_core::journal::{Journal, Phase};
 use fw_core::ExitCode as FwExit;
+use fw_core::{note, Error, Result};
 use fw_switch::{Outcome, Target};
 
 /// Switch the firmware target's links atomically, and keep it tidy.
@@ -164,7 +164,11 @@ fn print_status(status: &fw_switch::Status, json: bool) -> Result<()> {
                 journal.phase.as_str(),
                 journal.from.as_deref().unwrap_or("-"),
                 journal.to.as_deref().unwrap_or("-"),
-                if journal.boots > 0 { format!(", {} boots", journal.boots) } else { String::new() }
+                if journal.boots > 0 {
+                    format!(", {} boots", journal.boots)
+                } else {
+                    String::new()
+                }
             );
         }
         text += "\n";
@@ -290,9 +294,16 @@ fn run(cli: Cli) -> Result<()> {
                     Journal::begin(from).save(&target.root)
                 }
                 JournalAction::Set { phase, to } => {
-                    let to = to.map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy().into_owned());
+                    let to = to.map(|p| {
+                        p.file_name()
+                            .unwrap_or(p.as_os_str())
+                            .to_string_lossy()
+                            .into_owned()
+                    });
                     if Journal::load(&target.root)?.is_none() {
-                        return Err(Error::usage("no transaction in flight: `fw-switch journal begin` first"));
+                        return Err(Error::usage(
+                            "no transaction in flight: `fw-switch journal begin` first",
+                        ));
                     }
                     Journal::advance(&target.root, phase, to.as_deref())
                 }

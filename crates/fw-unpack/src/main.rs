@@ -86,7 +86,13 @@ fn run(cli: Cli) -> Result<()> {
         unpacked.shared_bytes,
         unpacked.tree.display()
     );
-    println!("{}", unpacked.tree.display());
+    if let Err(err) = fw_core::cli::print_path(&unpacked.tree) {
+        // Nobody will learn where the tree is: do not leave it behind.
+        if let Some(work) = unpacked.tree.parent() {
+            let _ = std::fs::remove_dir_all(work);
+        }
+        return Err(err);
+    }
     Ok(())
 }
 

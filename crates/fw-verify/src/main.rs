@@ -60,7 +60,7 @@ fn run(cli: Cli) -> Result<()> {
         verified.bytes,
         verified.signer
     );
-    println!("{}", path.display());
+    fw_core::cli::print_path(&path)?;
     Ok(())
 }
 
