@@ -16,7 +16,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use fw_e2e::*;
 
@@ -105,6 +106,30 @@ fn lab() -> Lab {
     lab
 }
 
+/// After a power cut the machine restarts with nothing running: wait until
+/// every process of the killed install is dead (zombies count as dead),
+/// so that recover does not race their last moments.
+fn wait_until_group_is_gone(group: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+            pgrp == Some(group) && !matches!(state, Some("Z" | "X"))
+        });
+        if !alive {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed install's processes never died"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn bin_dir() -> PathBuf {
     bin("fw-unseal").parent().unwrap().to_path_buf()
 }
@@ -124,8 +149,15 @@ impl Lab {
             .args(["--hook-retry-interval", "0.01"])
             .arg(package)
             // Its own process group: a power cut takes all of it, not us.
-            .process_group(0);
-        run(&mut cmd, b"")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let group = child.id() as i32;
+        let out = child.wait_with_output().unwrap();
+        wait_until_group_is_gone(group);
+        out
     }
 
     /// A fresh copy of the base target (v1 installed and committed).
