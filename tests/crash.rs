@@ -130,6 +130,20 @@ fn wait_until_group_is_gone(group: i32) {
     }
 }
 
+/// Adds a line to target/tmp/crash-report.txt, which scripts/test prints
+/// after the run (cargo test keeps a passing test's output to itself).
+fn report(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-report.txt");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(file, "{line}").unwrap();
+}
+
 fn bin_dir() -> PathBuf {
     bin("fw-unseal").parent().unwrap().to_path_buf()
 }
@@ -383,9 +397,11 @@ fn a_power_cut_at_any_syscall_of_an_upgrade_is_recovered() {
             assert!(n < 2000, "{name}: too many calls");
         }
     }
-    println!("crash points exercised: {points}");
+    report(&format!(
+        "crash points exercised during an upgrade: {points}"
+    ));
     for (what, count) in &outcomes {
-        println!("  {count:4}  {what}");
+        report(&format!("  {count:4}  {what}"));
     }
     assert!(points > 50, "only {points} crash points");
 }
@@ -432,7 +448,9 @@ fn a_crash_during_a_rollback_is_finished_by_recover() {
         );
         assert!(n < 2000);
     }
-    println!("crash points during rollback: {points}");
+    report(&format!(
+        "crash points exercised during a rollback: {points}"
+    ));
     assert!(points > 5, "only {points}");
 }
 
@@ -492,7 +510,7 @@ fn failing_syscalls_fail_cleanly_and_leave_the_target_consistent() {
             }
         }
     }
-    println!("fault scenarios exercised: {scenarios}");
+    report(&format!("syscall fault scenarios exercised: {scenarios}"));
     assert!(scenarios >= FAULTS.len(), "only {scenarios}");
 }
 
@@ -546,6 +564,9 @@ fn probation_rolls_back_after_boots_without_a_commit() {
     }
     assert_eq!(link(&target, "current").as_deref(), Some("fw-1"));
     assert!(!target.join(".fw/journal").exists());
+    report(
+        "probation scenarios exercised: 2 (3 boots without commit: rolled back; committed: kept)",
+    );
 }
 
 /// A target on a small tmpfs: a package that does not fit fails cleanly.
@@ -553,7 +574,7 @@ fn probation_rolls_back_after_boots_without_a_commit() {
 fn a_full_disk_fails_cleanly() {
     let probe = Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&probe.stdout).trim() != "0" {
-        println!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        report("disk-full scenario skipped: mounting a tmpfs needs root (CI runs as root)");
         return;
     }
     let lab = lab();
@@ -643,4 +664,7 @@ fn a_full_disk_fails_cleanly() {
         b"",
     );
     assert!(verify.status.success());
+    report(
+        "disk-full scenarios exercised: 2 (refused by --max-bytes; a real ENOSPC on a 4 MiB tmpfs)",
+    );
 }
