@@ -14,11 +14,15 @@ pub struct Verbosity {
     /// Say more on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How messages on stderr look: human one-liners, or one JSON object
+    /// per line [default: $FW_LOG_FORMAT, else human].
+    #[arg(long, global = true, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<crate::log::Format>,
 }
 
 impl Verbosity {
     pub fn apply(self) {
-        crate::log::set_verbosity(self.verbose, self.quiet);
+        crate::log::configure(self.verbose, self.quiet, self.log_format);
     }
 }
 
@@ -51,4 +55,67 @@ pub fn print_path(path: &std::path::Path) -> Result<()> {
     writeln!(stdout, "{}", path.display())
         .and_then(|()| stdout.flush())
         .map_err(|e| Error::io("stdout", e))
+}
+
+/// Parses a duration: `90`, `90s`, `50ms`, `15m`, `1h`, `7d`, `1w`, or
+/// sums like `24h0m0s` (Go's notation, as Connhex writes it).
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let text = text.trim();
+    let bad = || {
+        format!(
+            "{text:?} is not a duration: write e.g. 30s, 15m, 1h, 7d or 24h0m0s (no unit: seconds)"
+        )
+    };
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = text.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            "w" => 604800.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_like_go_and_connhex() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("24h0m0s").unwrap(),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(parse_duration("50ms").unwrap(), Duration::from_millis(50));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -99,7 +99,7 @@ pub fn report(tool: &str, result: Result<()>) -> std::process::ExitCode {
         // A closed pipe is reported by the stage that closed it.
         Err(err) if err.code == ExitCode::BrokenPipe => err.code.into(),
         Err(err) => {
-            eprintln!("{tool}: error: {}", err.message);
+            crate::log::emit(crate::log::Level::Error, tool, &err.message);
             err.code.into()
         }
     }

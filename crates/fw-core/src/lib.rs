@@ -9,6 +9,7 @@ pub mod keyring;
 pub mod lock;
 pub mod log;
 pub mod manifest;
+pub mod progress;
 pub mod target;
 pub mod trust;
 pub mod verified;

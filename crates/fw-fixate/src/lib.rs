@@ -16,6 +16,8 @@
 //! `fw-switch clean` and `fw-switch recover` remove; the version never
 //! appears under its final name incomplete.
 
+pub mod cli;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 

@@ -9,6 +9,8 @@
 //! The hook runs through [`fw_nbio`], which starts it in a process group of
 //! its own and kills that group on timeout or interruption.
 
+pub mod cli;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Write};

@@ -2,6 +2,9 @@
 //! signed, optionally encrypted package (see DESIGN.md, "The package"),
 //! and makes the keys and certificates for vendor and devices.
 
+pub mod cli;
+
+pub mod index;
 pub mod keys;
 pub mod pack;
 

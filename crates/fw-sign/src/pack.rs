@@ -26,6 +26,7 @@ use openpgp::Cert;
 use sequoia_openpgp as openpgp;
 
 use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::progress::{ProgressBar, ProgressReader};
 use fw_core::{detail, note, Error, Result};
 
 use crate::keys;
@@ -371,6 +372,7 @@ fn write_tar<W: Write>(
     signature: &[u8],
     created: u64,
     entries: &[SourceEntry],
+    progress: &ProgressBar,
 ) -> Result<W> {
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
@@ -431,7 +433,7 @@ fn write_tar<W: Write>(
                 let file = std::fs::File::open(&source.abs)
                     .map_err(|err| Error::io(source.abs.display(), err))?;
                 let mut reader = CheckedReader {
-                    inner: file.take(size),
+                    inner: ProgressReader::new(file.take(size), progress.clone()),
                     hasher: blake3::Hasher::new(),
                     count: 0,
                 };
@@ -475,6 +477,16 @@ fn openpgp_error(err: anyhow::Error) -> Error {
 
 /// Packs `options.dir` into `out`.
 pub fn pack<W: Write + Send + Sync>(options: &PackOptions, out: W) -> Result<PackSummary> {
+    pack_with_progress(options, out, &ProgressBar::hidden())
+}
+
+/// Packs `options.dir` into `out`, counting the content bytes written into
+/// `progress` (its length is set once the tree is hashed).
+pub fn pack_with_progress<W: Write + Send + Sync>(
+    options: &PackOptions,
+    out: W,
+    progress: &ProgressBar,
+) -> Result<PackSummary> {
     let name = firmware_name(&options.dir)?;
     let excluded = exclusions(&options.exclude)?;
     let (mut signing_pair, _key_cert) = keys::signing_keypair(&options.key)?;
@@ -501,6 +513,7 @@ pub fn pack<W: Write + Send + Sync>(options: &PackOptions, out: W) -> Result<Pac
 
     let mut entries = scan(&options.dir, &excluded, options.source_date_epoch)?;
     let content_bytes = hash_files(&mut entries)?;
+    progress.set_length(content_bytes);
     let manifest = Manifest {
         format: manifest::FORMAT,
         name: name.clone(),
@@ -546,7 +559,16 @@ pub fn pack<W: Write + Send + Sync>(options: &PackOptions, out: W) -> Result<Pac
     let gzip = GzBuilder::new()
         .mtime(0)
         .write(literal, Compression::new(6));
-    let gzip = write_tar(gzip, &name, &manifest_json, &signature, created, &entries)?;
+    let gzip = write_tar(
+        gzip,
+        &name,
+        &manifest_json,
+        &signature,
+        created,
+        &entries,
+        progress,
+    )?;
+    progress.finish_and_clear();
     let literal = gzip.finish().map_err(|e| Error::io("stdout", e))?;
     literal.finalize().map_err(openpgp_error)?;
 

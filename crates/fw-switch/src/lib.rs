@@ -7,6 +7,8 @@
 //! `previous` moves before `current`, so at every instant `current` names
 //! a complete version.
 
+pub mod cli;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -700,7 +702,7 @@ impl Target {
         ) {
             Ok(_) => true,
             Err(e) => {
-                eprintln!("fw-switch: {}", e.message);
+                fw_core::warn!("{}", e.message);
                 false
             }
         }

@@ -18,6 +18,8 @@
 //! whole gzip members followed: a stream cut short (as fw-unseal cuts one
 //! that did not verify) never unpacks.
 
+pub mod cli;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};

@@ -10,6 +10,8 @@
 //! downstream completes on bytes that did not verify. With `spool`,
 //! nothing at all is written before the verdict.
 
+pub mod cli;
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Seek, Write};
 

@@ -1,36 +1,9 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fw_core::keyring::{self, Keyring};
 use fw_core::{note, Error, Result};
-
-/// Decrypt and verify an fw package: package on stdin, its tar.gz on stdout.
-///
-/// Only a good signature by a trusted certificate of the keyring passes;
-/// the last 1 MiB of output is held back until the signature and the
-/// encryption's integrity check (MDC) have verified, and on failure it is
-/// never written (exit 4). Pipe the output into fw-unpack, which refuses a
-/// gzip stream cut short. For consumers that cannot tell (plain `tar x`),
-/// use --spool.
-///
-/// Example:
-///   curl -fsS https://fw.example/rootfs.fw | fw-unseal | fw-unpack
-#[derive(Parser)]
-#[command(name = "fw-unseal", version, about, long_about, verbatim_doc_comment)]
-struct Cli {
-    /// Trusted vendor certificates and this device's decryption key: a
-    /// directory of *.asc, *.pgp, *.gpg files, or one file [default:
-    /// $FW_KEYRING, else /etc/fw/keys].
-    #[arg(long, value_name = "K")]
-    keyring: Option<PathBuf>,
-    /// Write nothing until the whole package has verified, spooling it to
-    /// an unlinked temporary file in $TMPDIR (needs space for the tar.gz).
-    #[arg(long)]
-    spool: bool,
-    #[command(flatten)]
-    verbosity: fw_core::cli::Verbosity,
-}
+use fw_unseal::cli::Cli;
 
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
@@ -40,8 +13,16 @@ fn run(cli: Cli) -> Result<()> {
     let fd = std::os::fd::AsFd::as_fd(&std::io::stdin())
         .try_clone_to_owned()
         .map_err(|e| Error::io("stdin", e))?;
-    let input = std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(fd));
-    let unsealed = fw_unseal::unseal(&keyring, input, stdout, cli.spool)?;
+    let bar = cli
+        .progress
+        .bar("fw-unseal", fw_core::progress::stdin_size());
+    let input = fw_core::progress::ProgressReader::new(
+        std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(fd)),
+        bar.clone(),
+    );
+    let unsealed = fw_unseal::unseal(&keyring, input, stdout, cli.spool);
+    bar.finish_and_clear();
+    let unsealed = unsealed?;
     note!(
         "good signature by {}{}; {} bytes",
         unsealed.signer,

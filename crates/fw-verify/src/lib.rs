@@ -17,6 +17,8 @@
 //! fw-fixate requires. The same check on an installed version is an
 //! integrity check, like `rpm -V` or `ostree fsck`.
 
+pub mod cli;
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -391,7 +393,7 @@ pub fn verify(path: &Path, keyring: &Keyring, target: &Path, policy: &Policy) ->
     let (diffs, files, bytes) = compare_tree(path, &manifest, as_root)?;
     if !diffs.is_empty() {
         for diff in diffs.iter().take(MAX_LISTED) {
-            eprintln!("fw-verify: {}: {diff}", path.display());
+            fw_core::warn!("{}: {diff}", path.display());
         }
         let more = diffs.len().saturating_sub(MAX_LISTED);
         return Err(Error::invalid(format!(

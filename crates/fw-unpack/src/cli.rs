@@ -1,0 +1,35 @@
+//! The command line, shared by the binary and by the generator of man
+//! pages and shell completions (xtask).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Safely extract an unsealed fw package (tar.gz on stdin) into a fresh
+/// staging directory of the target, and print that tree's path.
+///
+/// Refuses (exit 5, nothing left behind) anything that could reach outside
+/// the staging directory or that fw-sign does not make: `..` or absolute
+/// paths, writing through symlinks, hard links out of the tree, device
+/// nodes and fifos, duplicates, a missing manifest, more than --max-bytes,
+/// and a gzip stream that is cut short or followed by anything but whole
+/// gzip members. On SIGTERM or SIGINT it removes its staging directory.
+///
+/// Example:
+///   fw-unseal < rootfs.fw | fw-unpack --target /opt/firmware | fw-verify
+#[derive(Parser)]
+#[command(name = "fw-unpack", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// The firmware target; staging goes to TARGET/.fw/staging [default:
+    /// $FW_TARGET, else /opt/firmware].
+    #[arg(long, value_name = "T")]
+    pub target: Option<PathBuf>,
+    /// Refuse packages whose content exceeds N bytes [default: 90% of the
+    /// free space on the target's file system].
+    #[arg(long, value_name = "N")]
+    pub max_bytes: Option<u64>,
+    #[command(flatten)]
+    pub verbosity: fw_core::cli::Verbosity,
+    #[command(flatten)]
+    pub progress: fw_core::progress::ProgressArgs,
+}

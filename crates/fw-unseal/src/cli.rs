@@ -1,0 +1,35 @@
+//! The command line, shared by the binary and by the generator of man
+//! pages and shell completions (xtask).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Decrypt and verify an fw package: package on stdin, its tar.gz on stdout.
+///
+/// Only a good signature by a trusted certificate of the keyring passes;
+/// the last 1 MiB of output is held back until the signature and the
+/// encryption's integrity check (MDC) have verified, and on failure it is
+/// never written (exit 4). Pipe the output into fw-unpack, which refuses a
+/// gzip stream cut short. For consumers that cannot tell (plain `tar x`),
+/// use --spool.
+///
+/// Example:
+///   curl -fsS https://fw.example/rootfs.fw | fw-unseal | fw-unpack
+#[derive(Parser)]
+#[command(name = "fw-unseal", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// Trusted vendor certificates and this device's decryption key: a
+    /// directory of *.asc, *.pgp, *.gpg files, or one file [default:
+    /// $FW_KEYRING, else /etc/fw/keys].
+    #[arg(long, value_name = "K")]
+    pub keyring: Option<PathBuf>,
+    /// Write nothing until the whole package has verified, spooling it to
+    /// an unlinked temporary file in $TMPDIR (needs space for the tar.gz).
+    #[arg(long)]
+    pub spool: bool,
+    #[command(flatten)]
+    pub verbosity: fw_core::cli::Verbosity,
+    #[command(flatten)]
+    pub progress: fw_core::progress::ProgressArgs,
+}

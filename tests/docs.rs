@@ -1,0 +1,337 @@
+//! What a person meets besides the pipeline: man pages and completions that
+//! cannot go stale, progress bars only on a terminal, logs for machines and
+//! for the journal.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fw_e2e::*;
+
+const TOOLS: &[&str] = &[
+    "fw-sign",
+    "fw-unseal",
+    "fw-unpack",
+    "fw-verify",
+    "fw-fixate",
+    "fw-switch",
+    "fw-hook",
+    "fw-update",
+];
+
+fn files_below(root: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.insert(entry.path().strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn checked_in_man_pages_and_completions_are_current() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("dist");
+    let status = Command::new(bin("xtask"))
+        .args(["docs", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let fresh = files_below(&out);
+    assert_eq!(
+        files_below(&dist),
+        fresh,
+        "dist/ differs: run `cargo run -p xtask -- docs` and commit"
+    );
+    for file in &fresh {
+        assert_eq!(
+            std::fs::read(dist.join(file)).unwrap(),
+            std::fs::read(out.join(file)).unwrap(),
+            "dist/{} is stale: run `cargo run -p xtask -- docs` and commit",
+            file.display()
+        );
+    }
+}
+
+/// Long flags a `--help` text lists in its options (lines that start
+/// with a flag, like `  -q, --quiet` or `      --keyring <K>`).
+fn flags(help: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in help
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+    {
+        for word in line.split_whitespace() {
+            let word = word.trim_end_matches(',');
+            if let Some(name) = word.strip_prefix("--") {
+                let name: String = name
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                    .collect();
+                out.insert(format!("--{name}"));
+            } else if !(word.starts_with('-') || word.starts_with('<') || word.starts_with('[')) {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The subcommands a `--help` text lists under "Commands:".
+fn subcommands(help: &str) -> Vec<String> {
+    help.split("Commands:")
+        .nth(1)
+        .map(|rest| {
+            rest.lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("  "))
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|c| *c != "help")
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn man_text(dist: &Path, name: &str) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dist.join("man/man1")).unwrap().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file == format!("{name}.1") || file.starts_with(&format!("{name}-")) {
+            text += &std::fs::read_to_string(entry.path()).unwrap();
+        }
+    }
+    // roff writes a dash as `\-`.
+    text.replace("\\-", "-")
+}
+
+#[test]
+fn every_flag_of_every_tool_is_in_its_man_page_and_completions() {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    for tool in TOOLS {
+        let help = String::from_utf8(ok(run(fw(tool).arg("--help"), b""))).unwrap();
+        let mut all = flags(&help);
+        for sub in subcommands(&help) {
+            let sub_help =
+                String::from_utf8(ok(run(fw(tool).args([sub.as_str(), "--help"]), b""))).unwrap();
+            all.extend(flags(&sub_help));
+        }
+        assert!(
+            all.contains("--version") && all.contains("--help"),
+            "{tool}: {all:?}"
+        );
+        let man = man_text(&dist, tool);
+        let bash = std::fs::read_to_string(dist.join(format!("completions/bash/{tool}"))).unwrap();
+        let zsh = std::fs::read_to_string(dist.join(format!("completions/zsh/_{tool}"))).unwrap();
+        let fish =
+            std::fs::read_to_string(dist.join(format!("completions/fish/{tool}.fish"))).unwrap();
+        for flag in &all {
+            if flag == "--help" || flag == "--version" {
+                continue;
+            }
+            assert!(
+                man.contains(flag.as_str()),
+                "{tool}: {flag} is not in its man pages"
+            );
+            assert!(
+                bash.contains(flag.as_str()),
+                "{tool}: {flag} is not in its bash completion"
+            );
+            assert!(
+                zsh.contains(flag.as_str()),
+                "{tool}: {flag} is not in its zsh completion"
+            );
+            assert!(
+                fish.contains(&format!("-l {}", &flag[2..])),
+                "{tool}: {flag} is not in its fish completion"
+            );
+        }
+    }
+    // fw-install is a script: its man page must follow its --help.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fw-install");
+    let out = Command::new(script).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let man = man_text(&dist, "fw-install");
+    for flag in flags(&help) {
+        if flag != "--help" {
+            assert!(
+                man.contains(flag.as_str()),
+                "fw-install: {flag} is not in its man page"
+            );
+        }
+    }
+    assert!(dist.join("man/man7/fw.7").exists());
+}
+
+fn package(tmp: &Path) -> (Keys, PathBuf) {
+    let keys = Keys::new(&tmp.join("keys"));
+    let tree = sample_tree(tmp, "fw");
+    // Large enough for the bar to draw at least once.
+    std::fs::write(tree.join("bin/blob"), vec![7u8; 8 << 20]).unwrap();
+    let out = tmp.join("fw.fw");
+    let mut cmd = fw("fw-sign");
+    cmd.args(["-q", "pack", "--key"])
+        .arg(&keys.vendor_key)
+        .arg(&tree)
+        .stdout(std::fs::File::create(&out).unwrap());
+    assert!(cmd.status().unwrap().success());
+    (keys, out)
+}
+
+/// The progress bar's own characters (indicatif's bar and its prefix).
+fn has_bar(stderr: &str) -> bool {
+    stderr.contains('█') || stderr.contains('░') || stderr.contains("ETA")
+}
+
+#[test]
+fn progress_shows_on_a_terminal_and_never_when_piped() {
+    let tmp = TempDir::new().unwrap();
+    let (keys, package) = package(tmp.path());
+    let unseal = format!(
+        "{} --keyring {} < {} > /dev/null",
+        bin("fw-unseal").display(),
+        keys.keyring.display(),
+        package.display()
+    );
+    // `script` gives the command a pseudo-terminal; what it prints is the
+    // terminal's output.
+    let tty = Command::new("script")
+        .args(["-qec", &unseal, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        tty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tty.stderr)
+    );
+    assert!(
+        has_bar(&String::from_utf8_lossy(&tty.stdout)),
+        "no bar on a terminal"
+    );
+
+    let piped = run_file(
+        fw("fw-unseal").arg("--keyring").arg(&keys.keyring),
+        &package,
+    );
+    let stderr = String::from_utf8_lossy(&piped.stderr).to_string();
+    assert!(piped.status.success());
+    assert!(!has_bar(&stderr), "a bar when stderr is a pipe: {stderr:?}");
+    assert!(is_complete_gzip(&piped.stdout), "stdout carries only data");
+
+    let no = Command::new("script")
+        .args(["-qec", &format!("{unseal} --no-progress"), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !has_bar(&String::from_utf8_lossy(&no.stdout)),
+        "--no-progress"
+    );
+
+    let forced = run_file(
+        fw("fw-unseal")
+            .args(["--progress", "--keyring"])
+            .arg(&keys.keyring),
+        &package,
+    );
+    assert!(
+        has_bar(&String::from_utf8_lossy(&forced.stderr)),
+        "--progress forces the bar"
+    );
+    assert!(is_complete_gzip(&forced.stdout), "never on stdout");
+}
+
+#[test]
+fn logs_as_json_and_with_journal_priorities() {
+    let tmp = TempDir::new().unwrap();
+    let (keys, package) = package(tmp.path());
+    let out = run_file(
+        fw("fw-unseal")
+            .args(["--log-format", "json", "--keyring"])
+            .arg(&keys.keyring),
+        &package,
+    );
+    assert!(out.status.success());
+    for line in String::from_utf8(out.stderr).unwrap().lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!(value["tool"], "fw-unseal");
+        assert_eq!(value["level"], "info");
+    }
+    let bad = run(
+        fw("fw-unseal")
+            .env("FW_LOG_FORMAT", "json")
+            .arg("--keyring")
+            .arg(&keys.keyring),
+        b"not a package",
+    );
+    let line: serde_json::Value = serde_json::from_slice(&bad.stderr).unwrap();
+    assert_eq!(
+        (line["level"].as_str(), bad.status.code()),
+        (Some("error"), Some(5))
+    );
+
+    // Under systemd, stderr is the journal stream named by JOURNAL_STREAM.
+    use std::os::unix::fs::MetadataExt;
+    let log = tmp.path().join("journal-stream");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let status = fw("fw-unseal")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .arg("--keyring")
+        .arg(&keys.keyring)
+        .stdin(std::fs::File::open(&package).unwrap())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("<6>fw-unseal: good signature"), "{text:?}");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let status = fw("fw-unseal")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .arg("--keyring")
+        .arg(&keys.keyring)
+        .stdin(Stdio::null())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(5));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .starts_with("<3>fw-unseal: error:"));
+
+    // -q and FW_LOG filter.
+    let quiet = run_file(
+        fw("fw-unseal")
+            .env("FW_LOG", "warn")
+            .arg("--keyring")
+            .arg(&keys.keyring),
+        &package,
+    );
+    assert!(
+        quiet.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let quiet = run_file(
+        fw("fw-unseal")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&keys.keyring),
+        &package,
+    );
+    assert!(quiet.stderr.is_empty());
+}

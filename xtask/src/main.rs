@@ -1,0 +1,122 @@
+//! `cargo run -p xtask -- docs [--out DIR]`: writes the man pages and the
+//! bash, zsh and fish completions of every fw tool into DIR (default
+//! `dist/`), from the tools' own clap definitions, plus the fw(7)
+//! overview. `tests/docs.rs` regenerates them and compares with what is
+//! checked in, so they cannot go stale.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, Command, CommandFactory};
+use clap_complete::Shell;
+
+/// scripts/fw-install is a shell script: its command line, for its docs.
+/// tests/docs.rs checks that it names every flag of the script's --help.
+fn fw_install() -> Command {
+    let value = |name: &'static str, id: &'static str, help: &'static str| {
+        Arg::new(id).long(id).value_name(name).help(help)
+    };
+    Command::new("fw-install")
+        .about("Install an fw package on the target, switch to it, run its hooks, roll back on failure")
+        .long_about(
+            "Install an fw package (a file, an http(s) URL streamed through curl, or - for stdin) \
+             on the firmware target: fw-unseal | fw-unpack, fw-verify, fw-fixate, the pre-install \
+             hook, fw-switch to, the post-install and health-check hooks. Every step is recorded \
+             in TARGET/.fw/journal; on failure after the switch the previous version comes back \
+             (exit 7), else the failsafe (exit 8). The new version is pending until \
+             `fw-switch commit`.",
+        )
+        .arg(value("T", "target", "the firmware target [$FW_TARGET, else /opt/firmware]"))
+        .arg(value("K", "keyring", "trusted certificates and device key [$FW_KEYRING, else /etc/fw/keys]"))
+        .arg(value("FILE", "status", "append one JSON status object per step to FILE (without it: to fd 3 if open)"))
+        .arg(value("SECS", "wait", "wait up to SECS for the target lock (default: fail at once, exit 6)"))
+        .arg(value("S", "hook-timeout", "kill a hook after S seconds (default 300)"))
+        .arg(value("N", "hook-retries", "retries of a hook that exits 3 (default 3)"))
+        .arg(value("S", "hook-retry-interval", "first retry interval, doubling (default 5)"))
+        .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
+        .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
+}
+
+/// Every tool's command line.
+pub fn commands() -> Vec<Command> {
+    vec![
+        fw_sign::cli::Cli::command(),
+        fw_unseal::cli::Cli::command(),
+        fw_unpack::cli::Cli::command(),
+        fw_verify::cli::Cli::command(),
+        fw_fixate::cli::Cli::command(),
+        fw_switch::cli::Cli::command(),
+        fw_hook::cli::Cli::command(),
+        fw_update::cli::Cli::command(),
+        fw_install(),
+    ]
+}
+
+fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+    std::fs::write(path, bytes)
+}
+
+/// Man pages: one for the tool, one per subcommand (`fw-switch-status.1`).
+fn man_pages(cmd: &Command, out: &Path) -> std::io::Result<()> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    write(&out.join(format!("man/man1/{}.1", cmd.get_name())), &page)?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("{}-{}", cmd.get_name(), sub.get_name());
+        let sub = sub
+            .clone()
+            .name(name.clone())
+            .version(cmd.get_version().map(str::to_string).unwrap_or_default());
+        man_pages(&sub, out)?;
+    }
+    Ok(())
+}
+
+fn completions(cmd: &Command, out: &Path) -> std::io::Result<()> {
+    let name = cmd.get_name().to_string();
+    for (shell, file) in [
+        (Shell::Bash, format!("completions/bash/{name}")),
+        (Shell::Zsh, format!("completions/zsh/_{name}")),
+        (Shell::Fish, format!("completions/fish/{name}.fish")),
+    ] {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), &name, &mut script);
+        write(&out.join(file), &script)?;
+    }
+    Ok(())
+}
+
+pub fn generate(out: &Path) -> std::io::Result<()> {
+    for cmd in commands() {
+        let mut cmd = cmd;
+        cmd.build();
+        man_pages(&cmd, out)?;
+        completions(&cmd, out)?;
+    }
+    write(&out.join("man/man7/fw.7"), include_bytes!("fw.7"))
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = match args.as_slice() {
+        [cmd] if cmd == "docs" => PathBuf::from("dist"),
+        [cmd, flag, dir] if cmd == "docs" && flag == "--out" => PathBuf::from(dir),
+        _ => {
+            eprintln!("usage: cargo run -p xtask -- docs [--out DIR]   (man pages and completions, default dist/)");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match generate(&out) {
+        Ok(()) => {
+            eprintln!(
+                "xtask: man pages and completions written to {}",
+                out.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask: error: {}: {e}", out.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
