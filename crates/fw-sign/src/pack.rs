@@ -547,7 +547,10 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
             .build()
             .map_err(openpgp_error)?
     };
+    // SHA-256: hardware-accelerated (SHA-NI) on current x86 and ARM CPUs,
+    // about twice as fast as SHA-512 for the device hashing every byte.
     let message = Signer::new(message, signing_pair)
+        .and_then(|s| s.hash_algo(HashAlgorithm::SHA256))
         .and_then(|s| s.creation_time(created_time).build())
         .map_err(openpgp_error)?;
     let literal = LiteralWriter::new(message)
