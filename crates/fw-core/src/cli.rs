@@ -119,3 +119,29 @@ mod tests {
         assert!(parse_duration("m").is_err());
     }
 }
+
+/// The pipe buffer fw's stages ask for between them: 64 KiB (Linux's
+/// default) makes a producer and a consumer with bursty work take turns on
+/// two cores instead of running side by side.
+pub const PIPE_BUFFER: usize = 1 << 20;
+
+/// Grows the pipe behind `fd` (stdin or stdout) to [`PIPE_BUFFER`], or as
+/// far as `/proc/sys/fs/pipe-max-size` allows. Not a pipe, or refused: left
+/// as it is, since this only affects speed.
+pub fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let is_fifo = nix::sys::stat::fstat(fd)
+        .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO)
+        .unwrap_or(false);
+    if !is_fifo {
+        return;
+    }
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(PIPE_BUFFER);
+    let _ = fcntl(
+        fd,
+        FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER.min(max) as nix::libc::c_int),
+    );
+}

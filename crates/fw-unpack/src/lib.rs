@@ -299,6 +299,7 @@ impl Extractor<'_> {
                 self.max_bytes,
             ));
         }
+        start_writeback(&file);
         Ok(file)
     }
 
@@ -630,6 +631,18 @@ impl Extractor<'_> {
             .map_err(|e| Error::io(dir.path.display(), io::Error::from(e)))?;
         }
         Ok(())
+    }
+}
+
+/// Starts writing `file`'s pages to disk now, without waiting, so that
+/// fw-fixate's syncfs finds most of the tree already written instead of
+/// paying for all of it after the unpack. Only a hint: errors are ignored
+/// (syncfs reports them).
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an open descriptor; no memory is passed.
+    unsafe {
+        nix::libc::sync_file_range(file.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 

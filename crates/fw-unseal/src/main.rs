@@ -8,6 +8,8 @@ use fw_unseal::cli::Cli;
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
+    fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
+    fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdout()));
     let stdout = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
     // Sequoia wants a Send + Sync reader: read stdin through a File on fd 0.
     let fd = std::os::fd::AsFd::as_fd(&std::io::stdin())
