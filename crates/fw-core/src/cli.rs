@@ -101,25 +101,6 @@ pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, St
     std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_parse_like_go_and_connhex() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            parse_duration("24h0m0s").unwrap(),
-            Duration::from_secs(86400)
-        );
-        assert_eq!(parse_duration("50ms").unwrap(), Duration::from_millis(50));
-        assert!(parse_duration("1y").is_err());
-        assert!(parse_duration("m").is_err());
-    }
-}
-
 /// The pipe buffer fw's stages ask for between them: 64 KiB (Linux's
 /// default) makes a producer and a consumer with bursty work take turns on
 /// two cores instead of running side by side.
@@ -144,4 +125,23 @@ pub fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>) {
         fd,
         FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER.min(max) as nix::libc::c_int),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_like_go_and_connhex() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("24h0m0s").unwrap(),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(parse_duration("50ms").unwrap(), Duration::from_millis(50));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }
