@@ -1800,7 +1800,14 @@ fn refuses_corrupt_truncated_or_trailing_gzip() {
     let g = &base.tar_gz;
     let n = g.len();
     let mut cases: Vec<(String, Vec<u8>)> = vec![
-        ("flipped byte early in the deflate data".into(), flip(g, 12)),
+        // fw-sign's members: a 20-byte header whose extra field holds the
+        // member's length at bytes 16..20, then deflate data.
+        ("flipped byte early in the deflate data".into(), flip(g, 24)),
+        ("a member length field that lies".into(), flip(g, 16)),
+        (
+            "a member length field pointing past the end".into(),
+            flip(g, 18),
+        ),
         (
             "flipped byte in the middle of the deflate data".into(),
             flip(g, n / 2),

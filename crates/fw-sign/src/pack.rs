@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flate2::{Compression, GzBuilder};
+use flate2::Compression;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use openpgp::crypto::{KeyPair, Signer as _};
 use openpgp::packet::signature::subpacket::{Subpacket, SubpacketArea, SubpacketValue};
@@ -558,10 +558,9 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
         .date(created_time)
         .and_then(|l| l.build())
         .map_err(openpgp_error)?;
-    // No name and a zero mtime in the gzip header: reproducible.
-    let gzip = GzBuilder::new()
-        .mtime(0)
-        .write(literal, Compression::new(6));
+    // Independent members compressed on every core (see fw-gz); no name
+    // and a zero mtime in their headers: reproducible.
+    let gzip = fw_gz::GzWriter::new(literal, Compression::new(6));
     let gzip = write_tar(
         gzip,
         &name,

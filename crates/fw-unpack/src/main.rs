@@ -51,7 +51,7 @@ fn run(cli: Cli) -> Result<()> {
         .progress
         .bar("fw-unpack", fw_core::progress::stdin_size());
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
-    let input = fw_core::progress::ProgressReader::new(std::io::stdin().lock(), bar.clone());
+    let input = fw_core::progress::ProgressReader::new(std::io::stdin(), bar.clone());
     let unpacked = fw_unpack::unpack(input, &staging, max_bytes, &shared, &cleanup);
     bar.finish_and_clear();
     let unpacked = unpacked?;

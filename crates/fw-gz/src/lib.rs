@@ -1,0 +1,500 @@
+//! fw-gz: the gzip layer of an fw package, compressed and inflated on
+//! every core while staying one plain gzip stream.
+//!
+//! A single deflate stream inflates on one core only, and on a small
+//! device that core is the bottleneck of the whole install. So fw-sign
+//! cuts the tar stream into blocks of [`BLOCK`] bytes and compresses each
+//! into its own gzip member (RFC 1952 allows any number, concatenated).
+//! Each member's header carries an extra subfield `F` `W` holding the
+//! member's total length in bytes (u32, little-endian), as BGZF's `B` `C`
+//! does for samtools. GNU gzip, GNU tar and zlib see one ordinary stream;
+//! fw-unpack reads the lengths to hand whole members to worker threads
+//! and puts their output back in order, streaming, in bounded memory.
+//!
+//! The cost: the deflate window restarts every block, about 0.1% of size
+//! at 1 MiB blocks. The output depends only on the input and the level,
+//! never on the number of threads, so packing stays reproducible.
+//!
+//! A stream without the subfield (another gzip tool, or a member that
+//! does not carry it) is inflated the ordinary way, on one thread, from
+//! that member on: fw-unpack accepts exactly the gzip streams it accepted
+//! before, and still requires every member's trailer and then EOF.
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader, Read, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use flate2::{Compression, Crc, Decompress, FlushDecompress, Status};
+
+/// Uncompressed bytes per member written by [`GzWriter`].
+pub const BLOCK: usize = 1 << 20;
+/// The largest member [`GzReader`] inflates in parallel, compressed or
+/// not: bounds the memory a hostile stream can make it hold.
+pub const MAX_MEMBER: usize = 4 << 20;
+/// The extra subfield's identifier.
+const SUBFIELD: [u8; 2] = *b"FW";
+/// Header of a member written here: magic, deflate, FEXTRA, mtime 0,
+/// XFL 0, OS 255 (unknown), XLEN 8, then the subfield: `F` `W`, length 4,
+/// and the member's length (filled in).
+const HEADER_LEN: usize = 20;
+const FEXTRA: u8 = 0x04;
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A few worker threads taking jobs off one queue; they exit when the
+/// pool is dropped.
+struct Pool {
+    jobs: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(size: usize) -> Pool {
+        let (tx, rx) = mpsc::sync_channel::<Job>(size);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..size)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                std::thread::spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+            })
+            .collect();
+        Pool {
+            jobs: Some(tx),
+            workers,
+        }
+    }
+
+    /// Runs `work` on a worker; its result arrives on the receiver.
+    fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<Receiver<T>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        self.jobs
+            .as_ref()
+            .expect("the pool is open until dropped")
+            .send(job)
+            .map_err(|_| io::Error::other("the gzip worker threads are gone"))?;
+        Ok(rx)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Compresses `data` into one gzip member carrying its own length.
+pub fn compress_member(data: &[u8], level: Compression) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, FEXTRA, 0, 0, 0, 0, 0, 255, 8, 0]);
+    out.extend_from_slice(&SUBFIELD);
+    out.extend_from_slice(&[4, 0, 0, 0, 0, 0]);
+    let mut deflate = flate2::write::DeflateEncoder::new(out, level);
+    deflate
+        .write_all(data)
+        .expect("writing into a Vec cannot fail");
+    let mut out = deflate.finish().expect("writing into a Vec cannot fail");
+    let mut crc = Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let len = u32::try_from(out.len()).expect("a member of a 1 MiB block fits in u32");
+    out[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// A `Write` that gzips what it is given as a series of members of
+/// [`BLOCK`] bytes, compressed on all cores and written in order.
+/// Call [`GzWriter::finish`] to write the last member and get `W` back.
+pub struct GzWriter<W: Write> {
+    out: W,
+    level: Compression,
+    block: Vec<u8>,
+    pending: VecDeque<Receiver<Vec<u8>>>,
+    max_pending: usize,
+    members: u64,
+    pool: Pool,
+}
+
+impl<W: Write> GzWriter<W> {
+    /// A writer with one compressing thread per core.
+    pub fn new(out: W, level: Compression) -> Self {
+        Self::with_threads(out, level, threads())
+    }
+
+    /// A writer with `threads` compressing threads (the output is the same
+    /// whatever the number).
+    pub fn with_threads(out: W, level: Compression, threads: usize) -> Self {
+        let threads = threads.max(1);
+        GzWriter {
+            out,
+            level,
+            block: Vec::with_capacity(BLOCK),
+            pending: VecDeque::new(),
+            // Enough members in flight to keep every thread busy while the
+            // oldest is written, and no more: memory stays bounded.
+            max_pending: threads * 2,
+            members: 0,
+            pool: Pool::new(threads),
+        }
+    }
+
+    fn submit_block(&mut self) -> io::Result<()> {
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        let level = self.level;
+        let rx = self.pool.submit(move || compress_member(&block, level))?;
+        self.pending.push_back(rx);
+        self.members += 1;
+        while self.pending.len() > self.max_pending {
+            self.write_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn write_oldest(&mut self) -> io::Result<()> {
+        if let Some(rx) = self.pending.pop_front() {
+            let member = rx
+                .recv()
+                .map_err(|_| io::Error::other("a gzip compressing thread died"))?;
+            self.out.write_all(&member)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left (an empty member if nothing was written at
+    /// all: a gzip stream has at least one) and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.block.is_empty() || self.members == 0 {
+            self.submit_block()?;
+        }
+        while !self.pending.is_empty() {
+            self.write_oldest()?;
+        }
+        self.out.flush()?;
+        let GzWriter { out, pool, .. } = self;
+        drop(pool);
+        Ok(out)
+    }
+}
+
+impl<W: Write> Write for GzWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(BLOCK - self.block.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == BLOCK {
+            self.submit_block()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Members are cut at BLOCK boundaries only, so that the output does
+        // not depend on when the caller flushes.
+        Ok(())
+    }
+}
+
+fn corrupt(at: u64, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("gzip member at byte {at}: {why}"),
+    )
+}
+
+/// Inflates one whole member (header included, `header_len` bytes of it)
+/// and checks it ends exactly with its trailer, whose CRC-32 and size
+/// must match.
+fn inflate_member(member: &[u8], header_len: usize, at: u64) -> io::Result<Vec<u8>> {
+    if member.len() < header_len + 8 {
+        return Err(corrupt(at, "shorter than its header and trailer"));
+    }
+    let (body, trailer) = member[header_len..].split_at(member.len() - header_len - 8);
+    let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    let size = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as usize;
+    if size > MAX_MEMBER {
+        return Err(corrupt(
+            at,
+            format!("says it holds {size} bytes, more than fw writes in a member"),
+        ));
+    }
+    // One byte of room past the declared size, so that more output than
+    // declared shows instead of being cut silently.
+    let mut out = Vec::with_capacity(size + 1);
+    let mut inflate = Decompress::new(false);
+    let status = inflate
+        .decompress_vec(body, &mut out, FlushDecompress::Finish)
+        .map_err(|e| corrupt(at, format!("corrupt deflate data ({e})")))?;
+    if status != Status::StreamEnd || inflate.total_in() != body.len() as u64 {
+        return Err(corrupt(
+            at,
+            "its deflate data does not end where its length says",
+        ));
+    }
+    let mut check = Crc::new();
+    check.update(&out);
+    if out.len() != size || check.sum() != crc {
+        return Err(corrupt(at, "its trailer's CRC-32 or size does not match"));
+    }
+    Ok(out)
+}
+
+/// Reads exactly `buf.len()` bytes unless EOF comes first; returns how
+/// many were read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut have = 0;
+    while have < buf.len() {
+        match input.read(&mut buf[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(have)
+}
+
+/// What the splitting thread hands the reader, in stream order.
+enum Piece {
+    Data(Receiver<io::Result<Vec<u8>>>),
+    End,
+}
+
+/// A member header read off the stream: its bytes, and the member's total
+/// length if it carries fw's subfield.
+struct Header {
+    bytes: Vec<u8>,
+    member_len: Option<usize>,
+}
+
+/// Reads a member header if it is one of fw's: the fixed part, and with
+/// FEXTRA the extra field. Returns what it read either way, so that the
+/// bytes can be handed to an ordinary decoder.
+fn read_header(input: &mut impl Read) -> io::Result<Header> {
+    let mut bytes = vec![0u8; 12];
+    let n = read_full(input, &mut bytes)?;
+    bytes.truncate(n);
+    if n < 12 || bytes[..3] != [0x1f, 0x8b, 8] || bytes[3] & FEXTRA == 0 {
+        return Ok(Header {
+            bytes,
+            member_len: None,
+        });
+    }
+    let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
+    let mut extra = vec![0u8; xlen];
+    let n = read_full(input, &mut extra)?;
+    extra.truncate(n);
+    bytes.extend_from_slice(&extra);
+    // Name, comment or header CRC after the extra field: not fw's shape.
+    let plain = bytes[3] & !FEXTRA == 0 && n == xlen;
+    let mut member_len = None;
+    let mut rest = &extra[..];
+    while plain && rest.len() >= 4 {
+        let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
+        if rest.len() < 4 + len {
+            break;
+        }
+        if rest[..2] == SUBFIELD && len == 4 {
+            member_len = Some(u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize);
+        }
+        rest = &rest[4 + len..];
+    }
+    Ok(Header { bytes, member_len })
+}
+
+/// The splitting thread: cuts fw members off the stream and hands them
+/// to the pool; from the first other member on, inflates on its own
+/// thread with an ordinary multi-member decoder.
+fn split<R: Read>(input: R, pool: Pool, order: SyncSender<Piece>) {
+    let mut input = BufReader::with_capacity(256 << 10, input);
+    let mut at = 0u64;
+    let send_error = |e: io::Error| {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let _ = tx.send(Err(e));
+        let _ = order.send(Piece::Data(rx));
+    };
+    loop {
+        let header = match read_header(&mut input) {
+            Ok(h) => h,
+            Err(e) => return send_error(e),
+        };
+        if header.bytes.is_empty() {
+            if at == 0 {
+                return send_error(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the gzip stream is empty",
+                ));
+            }
+            let _ = order.send(Piece::End);
+            return;
+        }
+        let Some(member_len) = header.member_len else {
+            drop(pool);
+            return inflate_rest(header.bytes, input, at, &order);
+        };
+        let header_len = header.bytes.len();
+        if member_len > MAX_MEMBER || member_len < header_len + 8 {
+            return send_error(corrupt(
+                at,
+                format!("its length field says {member_len} bytes, which no fw member has"),
+            ));
+        }
+        let mut member = header.bytes;
+        member.resize(member_len, 0);
+        match read_full(&mut input, &mut member[header_len..]) {
+            Ok(n) if n == member_len - header_len => {}
+            Ok(_) => {
+                return send_error(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("gzip member at byte {at}: the stream ends inside it (truncated)"),
+                ))
+            }
+            Err(e) => return send_error(e),
+        }
+        let start = at;
+        at += member_len as u64;
+        let rx = match pool.submit(move || inflate_member(&member, header_len, start)) {
+            Ok(rx) => rx,
+            Err(e) => return send_error(e),
+        };
+        if order.send(Piece::Data(rx)).is_err() {
+            return; // the reader is gone
+        }
+    }
+}
+
+/// Inflates the rest of the stream, starting with the header bytes
+/// already read, with flate2's ordinary multi-member decoder.
+fn inflate_rest<R: Read>(head: Vec<u8>, input: R, at: u64, order: &SyncSender<Piece>) {
+    let mut decoder = flate2::read::MultiGzDecoder::new(io::Cursor::new(head).chain(input));
+    loop {
+        let mut chunk = vec![0u8; 256 << 10];
+        let result = match read_full(&mut decoder, &mut chunk) {
+            Ok(0) => {
+                let _ = order.send(Piece::End);
+                return;
+            }
+            Ok(n) => {
+                chunk.truncate(n);
+                Ok(chunk)
+            }
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("gzip stream after byte {at}: {e}"),
+            )),
+        };
+        let failed = result.is_err();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let _ = tx.send(result);
+        if order.send(Piece::Data(rx)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A `Read` of the inflated bytes of a gzip stream: fw's members are
+/// inflated on all cores, anything else on one thread; either way in a
+/// thread of its own, so that the caller's work overlaps the inflating.
+/// Errors (corrupt or truncated members, garbage after the last one)
+/// arrive in stream order, after every byte before them.
+pub struct GzReader {
+    order: Receiver<Piece>,
+    current: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl GzReader {
+    /// Starts inflating `input` with one thread per core.
+    pub fn new<R: Read + Send + 'static>(input: R) -> Self {
+        Self::with_threads(input, threads())
+    }
+
+    /// Starts inflating `input` with `threads` inflating threads.
+    pub fn with_threads<R: Read + Send + 'static>(input: R, threads: usize) -> Self {
+        let threads = threads.max(1);
+        // Members in flight: a few per thread, each at most 1 MiB in and
+        // out as fw writes them, so memory stays flat.
+        let (tx, rx) = mpsc::sync_channel(threads * 2);
+        let pool = Pool::new(threads);
+        std::thread::spawn(move || split(input, pool, tx));
+        GzReader {
+            order: rx,
+            current: Vec::new(),
+            pos: 0,
+            ended: false,
+            failed: None,
+        }
+    }
+}
+
+impl Read for GzReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((kind, message)) = &self.failed {
+                return Err(io::Error::new(*kind, message.clone()));
+            }
+            if self.pos < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            let piece = self.order.recv().map_err(|_| {
+                io::Error::other("the gzip splitting thread stopped before the stream's end")
+            });
+            let data = match piece {
+                Ok(Piece::End) => {
+                    self.ended = true;
+                    return Ok(0);
+                }
+                Ok(Piece::Data(rx)) => rx
+                    .recv()
+                    .unwrap_or_else(|_| Err(io::Error::other("a gzip inflating thread died"))),
+                Err(e) => Err(e),
+            };
+            match data {
+                Ok(data) => {
+                    self.current = data;
+                    self.pos = 0;
+                }
+                Err(e) => {
+                    // Sticky: every later read fails the same way.
+                    self.failed = Some((e.kind(), e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+use super::*;
+
+/// Deterministic data that compresses somewhat, like a tar of a tree.
+fn sample(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if i % 3 == 0 {
+                b"firmware "[i % 9]
+            } else {
+                (state >> 56) as u8
+            }
+        })
+        .collect()
+}
+
+fn pack(data: &[u8], threads: usize) -> Vec<u8> {
+    let mut writer = GzWriter::with_threads(Vec::new(), Compression::new(6), threads);
+    // Odd write sizes, so that blocks are cut across writes.
+    for chunk in data.chunks(70_001) {
+        writer.write_all(chunk).unwrap();
+    }
+    writer.finish().unwrap()
+}
+
+fn unpack(stream: Vec<u8>, threads: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    GzReader::with_threads(io::Cursor::new(stream), threads).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Splits a stream of fw members at their length fields.
+fn members(stream: &[u8]) -> Vec<&[u8]> {
+    let mut rest = stream;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest[16..20].try_into().unwrap()) as usize;
+        out.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    out
+}
+
+fn plain_gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::new(6));
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn expect_error(stream: Vec<u8>, what: &str) -> String {
+    match unpack(stream, 2) {
+        Ok(out) => panic!("{what}: inflated {} bytes instead of failing", out.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn round_trips_and_is_the_same_whatever_the_threads() {
+    for len in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + BLOCK / 2] {
+        let data = sample(len);
+        let one = pack(&data, 1);
+        let three = pack(&data, 3);
+        assert_eq!(one, three, "{len} bytes: output depends on the threads");
+        assert_eq!(
+            members(&one).len(),
+            len.div_ceil(BLOCK).max(1),
+            "{len} bytes"
+        );
+        for threads in [1, 2, 4] {
+            assert_eq!(unpack(one.clone(), threads).unwrap(), data, "{len} bytes");
+        }
+    }
+}
+
+#[test]
+fn is_one_ordinary_gzip_stream_to_other_readers() {
+    let data = sample(2 * BLOCK + 12_345);
+    let stream = pack(&data, 2);
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&stream[..])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, data, "flate2's multi-member decoder");
+
+    // GNU gzip, which tar -z runs.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.gz");
+    std::fs::write(&file, &stream).unwrap();
+    let gunzip = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&file)
+        .output()
+        .expect("gzip is installed");
+    assert!(gunzip.status.success(), "gzip -dc: {:?}", gunzip);
+    assert_eq!(gunzip.stdout, data, "gzip -dc");
+}
+
+#[test]
+fn reads_any_gzip_stream_the_ordinary_way() {
+    let data = sample(BLOCK + 99);
+    assert_eq!(
+        unpack(plain_gzip(&data), 2).unwrap(),
+        data,
+        "one plain member"
+    );
+    let two = [plain_gzip(&data[..10]), plain_gzip(&data[10..])].concat();
+    assert_eq!(unpack(two, 2).unwrap(), data, "two plain members");
+    // fw's members, then a plain one: the rest goes the ordinary way.
+    let mixed = [pack(&data[..BLOCK + 5], 2), plain_gzip(&data[BLOCK + 5..])].concat();
+    assert_eq!(
+        unpack(mixed, 2).unwrap(),
+        data,
+        "fw members, then a plain one"
+    );
+}
+
+#[test]
+fn refuses_streams_that_are_empty_cut_short_or_followed_by_garbage() {
+    let data = sample(3 * BLOCK);
+    let stream = pack(&data, 2);
+    let first = members(&stream)[0].len();
+
+    expect_error(Vec::new(), "empty stream");
+    for cut in [
+        5,
+        15,
+        first - 1,
+        first + 100,
+        stream.len() - 4,
+        stream.len() - 1,
+    ] {
+        expect_error(stream[..cut].to_vec(), &format!("cut at {cut}"));
+    }
+    for tail in [&[0u8][..], &[0; 20], b"\x1f\x8b", b"garbage after the end"] {
+        expect_error(
+            [&stream[..], tail].concat(),
+            &format!("{tail:?} after the end"),
+        );
+    }
+    let plain = plain_gzip(&data);
+    expect_error(plain[..plain.len() - 3].to_vec(), "plain stream cut short");
+    expect_error([&plain[..], b"x"].concat(), "garbage after a plain stream");
+}
+
+#[test]
+fn refuses_members_whose_fields_lie() {
+    let data = sample(3 * BLOCK);
+    let stream = pack(&data, 2);
+    let first = members(&stream)[0].len();
+    let set_u32 =
+        |s: &mut Vec<u8>, at: usize, v: u32| s[at..at + 4].copy_from_slice(&v.to_le_bytes());
+
+    let mut crc = stream.clone();
+    crc[first - 8] ^= 1;
+    assert!(expect_error(crc, "bad CRC").contains("CRC-32"));
+
+    let mut size = stream.clone();
+    set_u32(&mut size, first - 4, BLOCK as u32 - 1);
+    expect_error(size, "size one short");
+
+    let mut huge = stream.clone();
+    set_u32(&mut huge, first - 4, u32::MAX);
+    expect_error(huge, "size of 4 GiB (a bomb)");
+
+    let mut body = stream.clone();
+    body[HEADER_LEN + 100] ^= 0x55;
+    expect_error(body, "flipped deflate byte");
+
+    for len in [
+        0u32,
+        7,
+        HEADER_LEN as u32 + 7,
+        first as u32 - 1,
+        first as u32 + 1,
+        u32::MAX,
+    ] {
+        let mut lying = stream.clone();
+        set_u32(&mut lying, 16, len);
+        expect_error(lying, &format!("length field {len} instead of {first}"));
+    }
+}
+
+#[test]
+fn errors_come_after_the_good_members_and_stay() {
+    let data = sample(2 * BLOCK);
+    let mut stream = pack(&data, 2);
+    let last = stream.len() - 8;
+    stream[last] ^= 1; // the second member's CRC
+    let mut reader = GzReader::with_threads(io::Cursor::new(stream), 2);
+    let mut first = vec![0u8; BLOCK];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(first, data[..BLOCK]);
+    let mut rest = Vec::new();
+    assert!(reader.read_to_end(&mut rest).is_err());
+    assert!(reader.read(&mut [0u8; 10]).is_err(), "the error is sticky");
+}
