@@ -1841,6 +1841,26 @@ fn refuses_corrupt_truncated_or_trailing_gzip() {
             [g.clone(), g[..n / 2].to_vec()].concat(),
         ),
     ];
+    // The tar without its end-of-archive blocks, in whole gzip members: a
+    // stream cut between members must not pass for a complete archive.
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(&g[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut entries_end = 0;
+    for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let entry = entry.unwrap();
+        entries_end = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
+    }
+    let entries = &tar[..entries_end as usize];
+    cases.push((
+        "a tar without its end-of-archive marker".into(),
+        gz(entries),
+    ));
+    cases.push((
+        "a tar with half its end-of-archive marker".into(),
+        gz_members(&[entries, &[0u8; 512]]),
+    ));
     let second = gz(&[0u8; 1024]);
     cases.push((
         "a second member without its trailer".into(),

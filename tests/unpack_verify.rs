@@ -430,3 +430,80 @@ fn device_policy_is_applied() {
         1,
     );
 }
+
+/// An upgrade skips the data of files it links from the installed
+/// version, most of it without inflating (fw-gz). A stream cut inside
+/// that data must still be refused, leaving nothing behind.
+#[test]
+fn an_upgrade_cut_inside_a_linked_file_is_refused_and_leaves_nothing() {
+    let s = setup();
+    let tree = s.tmp.path().join("fw");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a-changes"), "version 1\n").unwrap();
+    // 5 MiB, last in the archive: its data spans whole gzip members.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..5 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(tree.join("zz-shared"), &big).unwrap();
+    let v1 = s.unpack(&s.pack(&tree, &["--version", "1"]));
+    ok(s.verify(&v1, &[]));
+    let installed = s.target.join("fw");
+    std::fs::rename(&v1, &installed).unwrap();
+
+    std::fs::write(tree.join("a-changes"), "version 2\n").unwrap();
+    let tar_gz = ok(run(
+        fw("fw-unseal").arg("--keyring").arg(&s.keys.keyring),
+        &s.pack(&tree, &["--version", "2"]),
+    ));
+    let staging = s.target.join(".fw/staging");
+    let staged = |dir: &Path| -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        all.sort();
+        all
+    };
+    let before = staged(&staging);
+    let n = tar_gz.len();
+    // Inside members, and at every boundary between members (fw-sign's
+    // members carry their length at bytes 16..20).
+    let mut cuts = vec![n / 3, n / 2, n - 100, n - 1];
+    let mut at = 0;
+    while at < n {
+        at += u32::from_le_bytes(tar_gz[at + 16..at + 20].try_into().unwrap()) as usize;
+        if at < n {
+            cuts.push(at);
+        }
+    }
+    assert!(cuts.len() >= 9, "the stream has at least 6 members");
+    for cut in cuts {
+        let out = run(
+            fw("fw-unpack").arg("--target").arg(&s.target),
+            &tar_gz[..cut],
+        );
+        assert!(out.stdout.is_empty(), "cut at {cut} of {n}: printed a path");
+        fails_with(out, 5);
+        assert_eq!(
+            staged(&staging),
+            before,
+            "cut at {cut} of {n}: left a staging dir"
+        );
+    }
+
+    // Whole, it unpacks with the big file linked, not written, and verifies.
+    let v2 = s.unpack(&s.pack(&tree, &["--version", "2"]));
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&v2.join("zz-shared")),
+        ino(&installed.join("zz-shared"))
+    );
+    ok(s.verify(&v2, &[]));
+    assert_eq!(std::fs::read(v2.join("a-changes")).unwrap(), b"version 2\n");
+}

@@ -22,12 +22,15 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::{Compression, Crc, Decompress, FlushDecompress, Status};
 
+/// Bytes read from a member before the next ones are inflated ahead.
+const PREFETCH_AFTER: usize = 64 << 10;
 /// Uncompressed bytes per member written by [`GzWriter`].
 pub const BLOCK: usize = 1 << 20;
 /// The largest member [`GzReader`] inflates in parallel, compressed or
@@ -59,7 +62,8 @@ struct Pool {
 
 impl Pool {
     fn new(size: usize) -> Pool {
-        let (tx, rx) = mpsc::sync_channel::<Job>(size);
+        // The callers bound what is in flight; the queue only must not block them.
+        let (tx, rx) = mpsc::sync_channel::<Job>(1024);
         let rx = Arc::new(Mutex::new(rx));
         let workers = (0..size)
             .map(|_| {
@@ -134,10 +138,13 @@ pub fn compress_member(data: &[u8], level: Compression) -> Vec<u8> {
 /// Call [`GzWriter::finish`] to write the last member and get `W` back.
 pub struct GzWriter<W: Write> {
     out: W,
+    cut: Arc<AtomicBool>,
     level: Compression,
     block: Vec<u8>,
-    pending: VecDeque<Receiver<Vec<u8>>>,
-    max_pending: usize,
+    /// Members being compressed, in order, with their input sizes.
+    pending: VecDeque<(Receiver<Vec<u8>>, usize)>,
+    pending_bytes: usize,
+    max_pending_bytes: usize,
     members: u64,
     pool: Pool,
 }
@@ -154,12 +161,16 @@ impl<W: Write> GzWriter<W> {
         let threads = threads.max(1);
         GzWriter {
             out,
+            cut: Arc::default(),
             level,
             block: Vec::with_capacity(BLOCK),
             pending: VecDeque::new(),
-            // Enough members in flight to keep every thread busy while the
-            // oldest is written, and no more: memory stays bounded.
-            max_pending: threads * 2,
+            pending_bytes: 0,
+            // Enough in flight to keep every thread busy while the oldest
+            // is written, counted in bytes (small members, cut around
+            // large files, must not starve the threads), and no more:
+            // memory stays bounded.
+            max_pending_bytes: threads * 2 * BLOCK,
             members: 0,
             pool: Pool::new(threads),
         }
@@ -168,23 +179,35 @@ impl<W: Write> GzWriter<W> {
     fn submit_block(&mut self) -> io::Result<()> {
         let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
         let level = self.level;
+        let len = block.len();
         let rx = self.pool.submit(move || compress_member(&block, level))?;
-        self.pending.push_back(rx);
+        self.pending.push_back((rx, len));
+        self.pending_bytes += len;
         self.members += 1;
-        while self.pending.len() > self.max_pending {
+        while self.pending_bytes > self.max_pending_bytes || self.pending.len() > 1024 {
             self.write_oldest()?;
         }
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
-        if let Some(rx) = self.pending.pop_front() {
+        if let Some((rx, len)) = self.pending.pop_front() {
+            self.pending_bytes -= len;
             let member = rx
                 .recv()
                 .map_err(|_| io::Error::other("a gzip compressing thread died"))?;
             self.out.write_all(&member)?;
         }
         Ok(())
+    }
+
+    /// A flag that, set, ends the current member before the next write.
+    /// fw-sign sets it around a large file's data, so that the data fills
+    /// whole members of its own, which an upgrade that already has the file
+    /// skips without inflating. The cuts depend only on what is written,
+    /// so the output stays reproducible.
+    pub fn cut_marker(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cut)
     }
 
     /// Writes what is left (an empty member if nothing was written at
@@ -205,6 +228,9 @@ impl<W: Write> GzWriter<W> {
 
 impl<W: Write> Write for GzWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cut.swap(false, Ordering::Relaxed) && !self.block.is_empty() {
+            self.submit_block()?;
+        }
         let n = buf.len().min(BLOCK - self.block.len());
         self.block.extend_from_slice(&buf[..n]);
         if self.block.len() == BLOCK {
@@ -281,8 +307,22 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// What the splitting thread hands the reader, in stream order.
 enum Piece {
-    Data(Receiver<io::Result<Vec<u8>>>),
+    /// A whole fw member, not yet inflated: the reader decides whether to
+    /// inflate it or, inside skipped bytes, to drop it.
+    Member(Member),
+    /// Bytes inflated by the splitting thread itself (a stream that is not
+    /// fw's), or the error that ended the stream.
+    Inflated(io::Result<Vec<u8>>),
     End,
+}
+
+struct Member {
+    bytes: Vec<u8>,
+    header_len: usize,
+    /// Inflated size, from its trailer.
+    size: u64,
+    /// Offset in the compressed stream, for errors.
+    at: u64,
 }
 
 /// A member header read off the stream: its bytes, and the member's total
@@ -328,15 +368,13 @@ fn read_header(input: &mut impl Read) -> io::Result<Header> {
 }
 
 /// The splitting thread: cuts fw members off the stream and hands them
-/// to the pool; from the first other member on, inflates on its own
-/// thread with an ordinary multi-member decoder.
-fn split<R: Read>(input: R, pool: Pool, order: SyncSender<Piece>) {
+/// over whole; from the first other member on, inflates the rest itself
+/// with an ordinary multi-member decoder.
+fn split<R: Read>(input: R, order: SyncSender<Piece>) {
     let mut input = BufReader::with_capacity(256 << 10, input);
     let mut at = 0u64;
     let send_error = |e: io::Error| {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let _ = tx.send(Err(e));
-        let _ = order.send(Piece::Data(rx));
+        let _ = order.send(Piece::Inflated(Err(e)));
     };
     loop {
         let header = match read_header(&mut input) {
@@ -354,7 +392,6 @@ fn split<R: Read>(input: R, pool: Pool, order: SyncSender<Piece>) {
             return;
         }
         let Some(member_len) = header.member_len else {
-            drop(pool);
             return inflate_rest(header.bytes, input, at, &order);
         };
         let header_len = header.bytes.len();
@@ -364,9 +401,9 @@ fn split<R: Read>(input: R, pool: Pool, order: SyncSender<Piece>) {
                 format!("its length field says {member_len} bytes, which no fw member has"),
             ));
         }
-        let mut member = header.bytes;
-        member.resize(member_len, 0);
-        match read_full(&mut input, &mut member[header_len..]) {
+        let mut bytes = header.bytes;
+        bytes.resize(member_len, 0);
+        match read_full(&mut input, &mut bytes[header_len..]) {
             Ok(n) if n == member_len - header_len => {}
             Ok(_) => {
                 return send_error(io::Error::new(
@@ -376,13 +413,15 @@ fn split<R: Read>(input: R, pool: Pool, order: SyncSender<Piece>) {
             }
             Err(e) => return send_error(e),
         }
-        let start = at;
-        at += member_len as u64;
-        let rx = match pool.submit(move || inflate_member(&member, header_len, start)) {
-            Ok(rx) => rx,
-            Err(e) => return send_error(e),
+        let size = u32::from_le_bytes(bytes[member_len - 4..].try_into().expect("4 bytes"));
+        let member = Member {
+            bytes,
+            header_len,
+            size: size as u64,
+            at,
         };
-        if order.send(Piece::Data(rx)).is_err() {
+        at += member_len as u64;
+        if order.send(Piece::Member(member)).is_err() {
             return; // the reader is gone
         }
     }
@@ -409,23 +448,51 @@ fn inflate_rest<R: Read>(head: Vec<u8>, input: R, at: u64, order: &SyncSender<Pi
             )),
         };
         let failed = result.is_err();
-        let (tx, rx) = mpsc::sync_channel(1);
-        let _ = tx.send(result);
-        if order.send(Piece::Data(rx)).is_err() || failed {
+        if order.send(Piece::Inflated(result)).is_err() || failed {
             return;
         }
     }
 }
 
+/// A piece the reader has taken off the splitter's channel.
+enum Ahead {
+    Raw(Member),
+    /// Handed to a worker: its size, and where its bytes will arrive.
+    Inflating(u64, Receiver<io::Result<Vec<u8>>>),
+    Ready(io::Result<Vec<u8>>),
+    End,
+}
+
+impl From<Piece> for Ahead {
+    fn from(piece: Piece) -> Ahead {
+        match piece {
+            Piece::Member(m) => Ahead::Raw(m),
+            Piece::Inflated(r) => Ahead::Ready(r),
+            Piece::End => Ahead::End,
+        }
+    }
+}
+
 /// A `Read` of the inflated bytes of a gzip stream: fw's members are
-/// inflated on all cores, anything else on one thread; either way in a
-/// thread of its own, so that the caller's work overlaps the inflating.
-/// Errors (corrupt or truncated members, garbage after the last one)
-/// arrive in stream order, after every byte before them.
+/// inflated on all cores, a few members ahead of the caller, anything
+/// else on one thread; either way in threads of their own, so that the
+/// caller's work overlaps the inflating. Errors (corrupt or truncated
+/// members, garbage after the last one) arrive in stream order, after
+/// every byte before them.
 pub struct GzReader {
     order: Receiver<Piece>,
+    pool: Pool,
+    /// Members inflated ahead of the one being read.
+    lookahead: usize,
+    /// Whether the members after the current one were started.
+    prefetched: bool,
+    /// Bytes of the current member read (not skipped).
+    read_here: usize,
+    ahead: VecDeque<Ahead>,
     current: Vec<u8>,
     pos: usize,
+    /// Inflated bytes read or skipped so far.
+    offset: u64,
     ended: bool,
     failed: Option<(io::ErrorKind, String)>,
 }
@@ -439,17 +506,118 @@ impl GzReader {
     /// Starts inflating `input` with `threads` inflating threads.
     pub fn with_threads<R: Read + Send + 'static>(input: R, threads: usize) -> Self {
         let threads = threads.max(1);
-        // Members in flight: a few per thread, each at most 1 MiB in and
-        // out as fw writes them, so memory stays flat.
-        let (tx, rx) = mpsc::sync_channel(threads * 2);
-        let pool = Pool::new(threads);
-        std::thread::spawn(move || split(input, pool, tx));
+        // Whole members waiting, read ahead of the inflating: each at most
+        // about 1 MiB as fw writes them, so memory stays flat.
+        let (tx, rx) = mpsc::sync_channel(threads + 1);
+        std::thread::spawn(move || split(input, tx));
         GzReader {
             order: rx,
+            pool: Pool::new(threads),
+            lookahead: threads,
+            prefetched: false,
+            read_here: 0,
+            ahead: VecDeque::new(),
             current: Vec::new(),
             pos: 0,
+            offset: 0,
             ended: false,
             failed: None,
+        }
+    }
+
+    /// Hands the first `count` pieces ahead to the workers, receiving
+    /// those already read off the stream (without waiting for more).
+    fn start(&mut self, count: usize) -> io::Result<()> {
+        while self.ahead.len() < count
+            && !matches!(self.ahead.back(), Some(Ahead::End | Ahead::Ready(Err(_))))
+            && self.receive(false)
+        {}
+        for slot in self.ahead.iter_mut().take(count) {
+            if let Ahead::Raw(_) = slot {
+                let Ahead::Raw(m) = std::mem::replace(slot, Ahead::End) else {
+                    unreachable!()
+                };
+                let size = m.size;
+                let rx = self
+                    .pool
+                    .submit(move || inflate_member(&m.bytes, m.header_len, m.at))?;
+                *slot = Ahead::Inflating(size, rx);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        // Sticky: every later read fails the same way.
+        self.failed = Some((e.kind(), e.to_string()));
+        e
+    }
+
+    fn receive(&mut self, wait: bool) -> bool {
+        let piece = if wait {
+            self.order.recv().map_err(|_| ())
+        } else {
+            match self.order.try_recv() {
+                Ok(piece) => Ok(piece),
+                Err(mpsc::TryRecvError::Empty) => return false,
+                Err(mpsc::TryRecvError::Disconnected) => Err(()),
+            }
+        };
+        let ahead = piece.map(Ahead::from).unwrap_or_else(|()| {
+            Ahead::Ready(Err(io::Error::other(
+                "the gzip splitting thread stopped before the stream's end",
+            )))
+        });
+        self.ahead.push_back(ahead);
+        true
+    }
+
+    /// Moves to the next piece: its bytes become `current`. A member no
+    /// larger than `skip_up_to` is dropped instead, uninflated unless a
+    /// worker already started on it, and its size returned. Ok(None) at
+    /// the end of the stream.
+    fn next_piece(&mut self, skip_up_to: u64) -> io::Result<Option<u64>> {
+        if let Some((kind, message)) = &self.failed {
+            return Err(io::Error::new(*kind, message.clone()));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        if self.ahead.is_empty() {
+            self.receive(true);
+        }
+        let skippable = match self.ahead.front() {
+            Some(Ahead::Raw(m)) => Some(m.size),
+            Some(Ahead::Inflating(size, _)) => Some(*size),
+            _ => None,
+        };
+        if let Some(size) = skippable.filter(|&size| size > 0 && size <= skip_up_to) {
+            self.ahead.pop_front();
+            self.current.clear();
+            self.pos = 0;
+            return Ok(Some(size));
+        }
+        self.start(1)?;
+        self.prefetched = false;
+        self.read_here = 0;
+        let data = match self.ahead.pop_front().expect("received above") {
+            Ahead::End => {
+                self.ended = true;
+                return Ok(None);
+            }
+            Ahead::Ready(result) => result,
+            Ahead::Inflating(_, rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("a gzip inflating thread died"))),
+            Ahead::Raw(_) => unreachable!("started above"),
+        };
+        match data {
+            Ok(data) => {
+                self.current = data;
+                self.pos = 0;
+                Ok(Some(0))
+            }
+            Err(e) => Err(self.fail(e)),
         }
     }
 }
@@ -464,32 +632,63 @@ impl Read for GzReader {
                 let n = buf.len().min(self.current.len() - self.pos);
                 buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
                 self.pos += n;
+                self.offset += n as u64;
+                self.read_here += n;
+                // The caller reads this member rather than skipping it:
+                // start inflating the next ones now. Not earlier: the tar
+                // headers read between skipped files must not start the
+                // members of the files skipped next.
+                if !self.prefetched && self.read_here >= PREFETCH_AFTER {
+                    self.prefetched = true;
+                    self.start(self.lookahead)?;
+                }
                 return Ok(n);
             }
-            if self.ended || buf.is_empty() {
+            if buf.is_empty() || self.next_piece(0)?.is_none() {
                 return Ok(0);
             }
-            let piece = self.order.recv().map_err(|_| {
-                io::Error::other("the gzip splitting thread stopped before the stream's end")
-            });
-            let data = match piece {
-                Ok(Piece::End) => {
-                    self.ended = true;
-                    return Ok(0);
+        }
+    }
+}
+
+/// Forward only: `SeekFrom::Current(n)` with n >= 0 skips n inflated
+/// bytes, and returns the offset reached (what `tar`'s
+/// `entries_with_seek` needs to skip entries' data). fw members that lie
+/// wholly inside the skipped bytes are not inflated (unless already
+/// started as the next members of a read): their bytes
+/// are still read, in order, but their deflate data and CRC are not
+/// checked (fw-unseal's signature covers them; the file skipped is linked
+/// from an installed version that fw-verify checks). Skipping past the
+/// end of the stream is an error, never a quiet end.
+impl io::Seek for GzReader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let mut left = match pos {
+            io::SeekFrom::Current(n) if n >= 0 => n as u64,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a gzip stream only skips forward",
+                ))
+            }
+        };
+        loop {
+            let here = (left as usize).min(self.current.len() - self.pos);
+            self.pos += here;
+            self.offset += here as u64;
+            left -= here as u64;
+            if left == 0 {
+                return Ok(self.offset);
+            }
+            match self.next_piece(left)? {
+                None => {
+                    return Err(self.fail(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the gzip stream ends inside an entry's data (truncated)",
+                    )))
                 }
-                Ok(Piece::Data(rx)) => rx
-                    .recv()
-                    .unwrap_or_else(|_| Err(io::Error::other("a gzip inflating thread died"))),
-                Err(e) => Err(e),
-            };
-            match data {
-                Ok(data) => {
-                    self.current = data;
-                    self.pos = 0;
-                }
-                Err(e) => {
-                    // Sticky: every later read fails the same way.
-                    self.failed = Some((e.kind(), e.to_string()));
+                Some(skipped) => {
+                    self.offset += skipped;
+                    left -= skipped;
                 }
             }
         }

@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// Deterministic data that compresses somewhat, like a tar of a tree.
 fn sample(len: usize) -> Vec<u8> {
@@ -196,4 +197,90 @@ fn errors_come_after_the_good_members_and_stay() {
     let mut rest = Vec::new();
     assert!(reader.read_to_end(&mut rest).is_err());
     assert!(reader.read(&mut [0u8; 10]).is_err(), "the error is sticky");
+}
+
+#[test]
+fn skips_forward_to_the_same_bytes_as_reading() {
+    use std::io::Seek;
+    let data = sample(5 * BLOCK + 777);
+    for stream in [pack(&data, 2), plain_gzip(&data)] {
+        let mut reader = GzReader::with_threads(io::Cursor::new(stream), 2);
+        let mut at = 0usize;
+        // Within a member, across one boundary, over whole members, zero.
+        for (skip, read) in [(10, 100), (BLOCK, 5), (3 * BLOCK + 17, 1000), (0, 3)] {
+            at += skip;
+            assert_eq!(
+                reader.seek(io::SeekFrom::Current(skip as i64)).unwrap(),
+                at as u64
+            );
+            let mut got = vec![0u8; read];
+            reader.read_exact(&mut got).unwrap();
+            assert_eq!(got, data[at..at + read], "after skipping to {at}");
+            at += read;
+        }
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, data[at..]);
+        assert!(
+            reader.seek(io::SeekFrom::Start(0)).is_err(),
+            "no going back"
+        );
+    }
+}
+
+#[test]
+fn skipping_past_the_end_is_an_error() {
+    use std::io::Seek;
+    let data = sample(2 * BLOCK);
+    for stream in [pack(&data, 2), plain_gzip(&data)] {
+        let mut reader = GzReader::with_threads(io::Cursor::new(stream), 2);
+        let err = reader
+            .seek(io::SeekFrom::Current(2 * BLOCK as i64 + 1))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(reader.read(&mut [0u8; 1]).is_err(), "the error is sticky");
+    }
+}
+
+#[test]
+fn members_wholly_skipped_are_neither_inflated_nor_checked() {
+    use std::io::Seek;
+    let data = sample(4 * BLOCK);
+    let mut stream = pack(&data, 1);
+    // Spoil the third member's deflate data (its length stays right):
+    // skipping it must not inflate it, and reading it must fail.
+    let sizes: Vec<usize> = members(&stream).iter().map(|m| m.len()).collect();
+    let third = sizes[0] + sizes[1];
+    stream[third + HEADER_LEN + 50] ^= 0xff;
+    let mut reader = GzReader::with_threads(io::Cursor::new(stream.clone()), 1);
+    // Read into the second member first, so that the third is not yet
+    // inflated when the skip comes.
+    let mut head = vec![0u8; BLOCK + 10];
+    reader.read_exact(&mut head).unwrap();
+    reader
+        .seek(io::SeekFrom::Current((2 * BLOCK - 10) as i64))
+        .unwrap();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, data[3 * BLOCK..]);
+    expect_error(stream, "reading the spoiled member");
+}
+
+#[test]
+fn the_cut_marker_ends_a_member_before_the_next_write() {
+    let data = sample(3 * BLOCK);
+    let mut writer = GzWriter::with_threads(Vec::new(), Compression::new(6), 2);
+    let cut = writer.cut_marker();
+    writer.write_all(&data[..1000]).unwrap();
+    cut.store(true, Ordering::Relaxed);
+    writer.write_all(&data[1000..1000 + BLOCK + 5]).unwrap();
+    cut.store(true, Ordering::Relaxed);
+    writer.write_all(&data[1000 + BLOCK + 5..]).unwrap();
+    let stream = writer.finish().unwrap();
+    let sizes: Vec<usize> = members(&stream)
+        .iter()
+        .map(|m| u32::from_le_bytes(m[m.len() - 4..].try_into().unwrap()) as usize)
+        .collect();
+    assert_eq!(sizes, [1000, BLOCK, 5, BLOCK, BLOCK - 1005]);
+    assert_eq!(unpack(stream, 2).unwrap(), data);
 }

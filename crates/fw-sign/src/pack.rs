@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flate2::Compression;
@@ -322,17 +324,35 @@ pub fn deterministic_detached_signature(
     .into())
 }
 
+/// Files at least this large get gzip members of their own (see
+/// `GzWriter::cut_marker`).
+const OWN_MEMBERS: u64 = 128 << 10;
+
 /// Counts and hashes what passes through, to prove the archive holds
-/// what the manifest says.
+/// what the manifest says. With `cut`, marks the start and the end of the
+/// file's data as gzip member boundaries.
 struct CheckedReader<R> {
     inner: R,
     hasher: blake3::Hasher,
     count: u64,
+    cut: Option<Arc<AtomicBool>>,
 }
 
 impl<R: Read> Read for CheckedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(cut) = &self.cut {
+            // Before the first byte of data is written (after the tar
+            // header), and after the last (before the padding).
+            if self.count == 0 {
+                cut.store(true, Ordering::Relaxed);
+            }
+        }
         let n = self.inner.read(buf)?;
+        if n == 0 {
+            if let Some(cut) = &self.cut {
+                cut.store(true, Ordering::Relaxed);
+            }
+        }
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
@@ -366,14 +386,15 @@ fn tar_error(path: &str, err: io::Error) -> Error {
 
 /// Writes the tar stream of DESIGN.md: manifest, signature, then the tree.
 fn write_tar<W: Write>(
-    out: W,
+    out: fw_gz::GzWriter<W>,
     name: &str,
     manifest_json: &[u8],
     signature: &[u8],
     created: u64,
     entries: &[SourceEntry],
     progress: &ProgressBar,
-) -> Result<W> {
+) -> Result<fw_gz::GzWriter<W>> {
+    let cut = out.cut_marker();
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
     for (path, data) in [(MANIFEST_PATH, manifest_json), (SIGNATURE_PATH, signature)] {
@@ -436,6 +457,7 @@ fn write_tar<W: Write>(
                     inner: ProgressReader::new(file.take(size), progress.clone()),
                     hasher: blake3::Hasher::new(),
                     count: 0,
+                    cut: (size >= OWN_MEMBERS).then(|| Arc::clone(&cut)),
                 };
                 let mut header = header_for(
                     tar::EntryType::Regular,

@@ -139,6 +139,27 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
+/// Skipped bytes count against the cap like read ones.
+impl<R: io::Seek> io::Seek for Capped<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let io::SeekFrom::Current(n) = pos else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the archive only skips forward",
+            ));
+        };
+        let skip = u64::try_from(n).map_err(|_| {
+            io::Error::new(io::ErrorKind::Unsupported, "the archive only skips forward")
+        })?;
+        if self.read.saturating_add(skip) > self.cap {
+            return Err(io::Error::other(CapExceeded));
+        }
+        let offset = self.inner.seek(pos)?;
+        self.read += skip;
+        Ok(offset)
+    }
+}
+
 #[derive(Debug)]
 struct CapExceeded;
 impl std::fmt::Display for CapExceeded {
@@ -303,30 +324,16 @@ impl Extractor<'_> {
     }
 
     /// The upgrade fast path: links an identical installed file into the
-    /// tree and reads the entry's bytes past. The installed inode is never
+    /// tree; its bytes in the archive are skipped. The installed inode is never
     /// touched (no chmod, chown or utimes): other versions share it.
-    fn link_installed(
-        &mut self,
-        display: &str,
-        installed: &Path,
-        path: &Path,
-        data: &mut dyn Read,
-        size: u64,
-    ) -> Result<()> {
+    fn link_installed(&mut self, installed: &Path, path: &Path, size: u64) -> Result<()> {
         self.content = self.content.saturating_add(size);
         {
             let _lock = self.cleanup.lock();
             std::fs::hard_link(installed, path).map_err(|e| self.io(path, e))?;
         }
-        let skipped = io::copy(&mut data.take(size), &mut io::sink())
-            .map_err(|e| stream_error(e, display, self.max_bytes))?;
-        if skipped != size {
-            return Err(stream_error(
-                io::Error::from(io::ErrorKind::UnexpectedEof),
-                display,
-                self.max_bytes,
-            ));
-        }
+        // The entry's data is not read: the archive skips it on the way to
+        // the next entry, and fails there if the stream ends inside it.
         self.shared_files += 1;
         self.shared_bytes += size;
         Ok(())
@@ -596,7 +603,7 @@ impl Extractor<'_> {
                     return Err(self.refuse(&display, "its size differs from the manifest's"));
                 }
                 if let Some(installed) = self.shared.find(listed) {
-                    self.link_installed(&display, installed, &path, entry, size)?;
+                    self.link_installed(installed, &path, size)?;
                 } else {
                     let file = self.write_file(&display, &path, entry, size)?;
                     self.finish_file(file, &path, &header, mode)?;
@@ -760,9 +767,13 @@ fn extract<R: Read + Send + 'static>(
         writeback: Writeback::start(),
     };
     let mut count = 0usize;
+    // Where the last entry's data (padded) ends in the tar stream.
+    let mut entries_end = 0u64;
     {
+        // With seek, the data of files linked from installed versions is
+        // skipped, mostly without inflating it (see fw-gz).
         let entries = archive
-            .entries()
+            .entries_with_seek()
             .map_err(|e| stream_error(e, "the archive", max_bytes))?;
         for entry in entries {
             let at = if count == 0 {
@@ -771,6 +782,7 @@ fn extract<R: Read + Send + 'static>(
                 format!("after entry {count}")
             };
             let mut entry = entry.map_err(|e| stream_error(e, &at, max_bytes))?;
+            entries_end = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
             let raw_path = entry.path_bytes().into_owned();
             let shown = String::from_utf8_lossy(&raw_path).into_owned();
             let (top, rel) = split_path(&raw_path).map_err(|why| x.refuse(&shown, why))?;
@@ -825,6 +837,16 @@ fn extract<R: Read + Send + 'static>(
                 "data follows the end of the tar archive: refusing the package",
             ));
         }
+    }
+    // The tar stream must end with its end-of-archive marker, two zero
+    // blocks: the gzip stream may be cut between two whole members, and
+    // tar alone would take the early EOF for the end.
+    if rest.read < entries_end + 1024 {
+        return Err(stream_error(
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+            "the end of the archive (no end-of-archive marker)",
+            max_bytes,
+        ));
     }
     x.finish_dirs()?;
     Ok(Unpacked {
