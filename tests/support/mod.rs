@@ -109,7 +109,7 @@ pub fn is_complete_gzip(bytes: &[u8]) -> bool {
 
 /// The paths a tar.gz lists, in order.
 pub fn tar_gz_paths(bytes: &[u8]) -> Vec<String> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(bytes));
     archive
         .entries()
         .expect("a tar stream")

@@ -147,7 +147,7 @@ pub fn package_manifest(keyring: &Keyring, path: &Path) -> Result<Manifest> {
         })?;
     let mut manifest = None;
     {
-        let gz = flate2::read::GzDecoder::new(&mut decryptor);
+        let gz = flate2::read::MultiGzDecoder::new(&mut decryptor);
         let mut archive = tar::Archive::new(gz);
         let entries = archive
             .entries()
