@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use flate2::{Compression, Crc, Decompress, FlushDecompress, Status};
 
 /// Bytes read from a member before the next ones are inflated ahead.
-const PREFETCH_AFTER: usize = 64 << 10;
+const PREFETCH_AFTER: usize = 16 << 10;
 /// Uncompressed bytes per member written by [`GzWriter`].
 pub const BLOCK: usize = 1 << 20;
 /// The largest member [`GzReader`] inflates in parallel, compressed or

@@ -80,6 +80,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    fw_core::cli::return_large_buffers();
     let cli = Cli::parse();
     fw_core::error::report("fw-sign", run(cli))
 }

@@ -326,7 +326,7 @@ pub fn deterministic_detached_signature(
 
 /// Files at least this large get gzip members of their own (see
 /// `GzWriter::cut_marker`).
-const OWN_MEMBERS: u64 = 128 << 10;
+const OWN_MEMBERS: u64 = 16 << 10;
 
 /// Counts and hashes what passes through, to prove the archive holds
 /// what the manifest says. With `cut`, marks the start and the end of the
