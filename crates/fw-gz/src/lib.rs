@@ -488,6 +488,8 @@ pub struct GzReader {
     prefetched: bool,
     /// Bytes of the current member read (not skipped).
     read_here: usize,
+    /// Whether a whole member was ever skipped.
+    skipped_any: bool,
     ahead: VecDeque<Ahead>,
     current: Vec<u8>,
     pos: usize,
@@ -516,6 +518,7 @@ impl GzReader {
             lookahead: threads,
             prefetched: false,
             read_here: 0,
+            skipped_any: false,
             ahead: VecDeque::new(),
             current: Vec::new(),
             pos: 0,
@@ -635,10 +638,11 @@ impl Read for GzReader {
                 self.offset += n as u64;
                 self.read_here += n;
                 // The caller reads this member rather than skipping it:
-                // start inflating the next ones now. Not earlier: the tar
-                // headers read between skipped files must not start the
-                // members of the files skipped next.
-                if !self.prefetched && self.read_here >= PREFETCH_AFTER {
+                // start inflating the next ones. Once the caller skips
+                // members (an upgrade), only after PREFETCH_AFTER bytes
+                // read: the tar headers read between skipped files must not
+                // start the members of the files skipped next.
+                if !self.prefetched && (!self.skipped_any || self.read_here >= PREFETCH_AFTER) {
                     self.prefetched = true;
                     self.start(self.lookahead)?;
                 }
@@ -688,6 +692,7 @@ impl io::Seek for GzReader {
                 }
                 Some(skipped) => {
                     self.offset += skipped;
+                    self.skipped_any |= skipped > 0;
                     left -= skipped;
                 }
             }
