@@ -498,3 +498,41 @@ fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
     copy[at] ^= 0x55;
     copy
 }
+
+/// A full disk under the package is an I/O error (exit 1) about the
+/// output, not a refusal of the tree (exit 5).
+#[test]
+fn a_full_output_is_an_io_error() {
+    let tmp = TempDir::new().unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"));
+    let tree = sample_tree(tmp.path(), "fw");
+    // More than the buffers between fw-sign and the file: 4 MiB that
+    // does not compress.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(tree.join("noise"), noise).unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = fw("fw-sign")
+        .args(["pack", "--key"])
+        .arg(&keys.vendor_key)
+        .arg(&tree)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stdout") && stderr.contains("No space left"),
+        "{stderr}"
+    );
+}

@@ -378,10 +378,15 @@ fn header_for(
 }
 
 fn tar_error(path: &str, err: io::Error) -> Error {
-    if err.kind() == io::ErrorKind::BrokenPipe {
-        return Error::io("stdout", err);
+    match err.kind() {
+        // Writing the package failed: the output's problem, not the entry's.
+        io::ErrorKind::BrokenPipe | io::ErrorKind::StorageFull | io::ErrorKind::WriteZero => {
+            Error::io("stdout", err)
+        }
+        // Reading the file failed.
+        _ if err.raw_os_error().is_some() => Error::io(path, err),
+        _ => Error::invalid(format!("{path}: cannot be written as a tar entry: {err}")),
     }
-    Error::invalid(format!("{path}: cannot be written as a tar entry: {err}"))
 }
 
 /// Writes the tar stream of DESIGN.md: manifest, signature, then the tree.
