@@ -603,16 +603,7 @@ fn a_full_disk_fails_cleanly() {
 
     // v3: 6 MB that gzip cannot shrink, on a 4 MB file system.
     let tree = version_tree(&lab.tmp.path().join("src3"), "v3");
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let noise: Vec<u8> = (0..6 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    std::fs::write(tree.join("lib/big.bin"), &noise).unwrap();
+    std::fs::write(tree.join("lib/big.bin"), noise(6 << 20, 1)).unwrap();
     let v3 = lab.tmp.path().join("v3.fw");
     let mut cmd = fw("fw-sign");
     cmd.args(["-q", "pack", "--key"])

@@ -508,16 +508,7 @@ fn a_full_output_is_an_io_error() {
     let tree = sample_tree(tmp.path(), "fw");
     // More than the buffers between fw-sign and the file: 4 MiB that
     // does not compress.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<u8> = (0..4 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    std::fs::write(tree.join("noise"), noise).unwrap();
+    std::fs::write(tree.join("noise"), noise(4 << 20, 2)).unwrap();
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")

@@ -441,16 +441,7 @@ fn an_upgrade_cut_inside_a_linked_file_is_refused_and_leaves_nothing() {
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("a-changes"), "version 1\n").unwrap();
     // 5 MiB, last in the archive: its data spans whole gzip members.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let big: Vec<u8> = (0..5 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    std::fs::write(tree.join("zz-shared"), &big).unwrap();
+    std::fs::write(tree.join("zz-shared"), noise(5 << 20, 3)).unwrap();
     let v1 = s.unpack(&s.pack(&tree, &["--version", "1"]));
     ok(s.verify(&v1, &[]));
     let installed = s.target.join("fw");

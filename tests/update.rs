@@ -190,19 +190,6 @@ fn device() -> Device {
     }
 }
 
-/// Bytes that do not compress, so the package is as big as its content.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 impl Device {
     /// Packs firmware `fw` version `label` into www/fw-LABEL.fw.
     fn package(&self, label: &str, security_version: u64) -> PathBuf {

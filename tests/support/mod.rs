@@ -343,3 +343,17 @@ pub fn install_version(keys: &Keys, target: &Path, tree: &Path, pack_args: &[&st
     ));
     PathBuf::from(String::from_utf8(installed).unwrap().trim_end())
 }
+
+/// Bytes that do not compress (xorshift), so a package is as big as its
+/// content.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -290,19 +290,11 @@ fn inflate_member(member: &[u8], header_len: usize, at: u64) -> io::Result<Vec<u
     Ok(out)
 }
 
-/// Reads exactly `buf.len()` bytes unless EOF comes first; returns how
-/// many were read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut have = 0;
-    while have < buf.len() {
-        match input.read(&mut buf[have..]) {
-            Ok(0) => break,
-            Ok(n) => have += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(have)
+/// Appends up to `len` bytes of `input` to `buf` (fewer only at EOF);
+/// returns how many.
+fn read_up_to(input: &mut impl Read, len: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.reserve_exact(len);
+    input.take(len as u64).read_to_end(buf)
 }
 
 /// What the splitting thread hands the reader, in stream order.
@@ -336,9 +328,8 @@ struct Header {
 /// FEXTRA the extra field. Returns what it read either way, so that the
 /// bytes can be handed to an ordinary decoder.
 fn read_header(input: &mut impl Read) -> io::Result<Header> {
-    let mut bytes = vec![0u8; 12];
-    let n = read_full(input, &mut bytes)?;
-    bytes.truncate(n);
+    let mut bytes = Vec::new();
+    let n = read_up_to(input, 12, &mut bytes)?;
     if n < 12 || bytes[..3] != [0x1f, 0x8b, 8] || bytes[3] & FEXTRA == 0 {
         return Ok(Header {
             bytes,
@@ -346,14 +337,11 @@ fn read_header(input: &mut impl Read) -> io::Result<Header> {
         });
     }
     let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
-    let mut extra = vec![0u8; xlen];
-    let n = read_full(input, &mut extra)?;
-    extra.truncate(n);
-    bytes.extend_from_slice(&extra);
+    let n = read_up_to(input, xlen, &mut bytes)?;
     // Name, comment or header CRC after the extra field: not fw's shape.
     let plain = bytes[3] & !FEXTRA == 0 && n == xlen;
     let mut member_len = None;
-    let mut rest = &extra[..];
+    let mut rest = &bytes[12..];
     while plain && rest.len() >= 4 {
         let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
         if rest.len() < 4 + len {
@@ -402,8 +390,7 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
             ));
         }
         let mut bytes = header.bytes;
-        bytes.resize(member_len, 0);
-        match read_full(&mut input, &mut bytes[header_len..]) {
+        match read_up_to(&mut input, member_len - header_len, &mut bytes) {
             Ok(n) if n == member_len - header_len => {}
             Ok(_) => {
                 return send_error(io::Error::new(
@@ -432,16 +419,13 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
 fn inflate_rest<R: Read>(head: Vec<u8>, input: R, at: u64, order: &SyncSender<Piece>) {
     let mut decoder = flate2::read::MultiGzDecoder::new(io::Cursor::new(head).chain(input));
     loop {
-        let mut chunk = vec![0u8; 256 << 10];
-        let result = match read_full(&mut decoder, &mut chunk) {
+        let mut chunk = Vec::new();
+        let result = match read_up_to(&mut decoder, 256 << 10, &mut chunk) {
             Ok(0) => {
                 let _ = order.send(Piece::End);
                 return;
             }
-            Ok(n) => {
-                chunk.truncate(n);
-                Ok(chunk)
-            }
+            Ok(_) => Ok(chunk),
             Err(e) => Err(io::Error::new(
                 e.kind(),
                 format!("gzip stream after byte {at}: {e}"),

@@ -142,15 +142,15 @@ impl<R: Read> Read for Capped<R> {
 /// Skipped bytes count against the cap like read ones.
 impl<R: io::Seek> io::Seek for Capped<R> {
     fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        let io::SeekFrom::Current(n) = pos else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the archive only skips forward",
-            ));
+        let skip = match pos {
+            io::SeekFrom::Current(n) if n >= 0 => n as u64,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the archive only skips forward",
+                ))
+            }
         };
-        let skip = u64::try_from(n).map_err(|_| {
-            io::Error::new(io::ErrorKind::Unsupported, "the archive only skips forward")
-        })?;
         if self.read.saturating_add(skip) > self.cap {
             return Err(io::Error::other(CapExceeded));
         }
@@ -700,7 +700,7 @@ fn owner(header: &tar::Header) -> (u32, u32) {
 
 /// Unpacks `input` into a fresh directory under `staging`. Files identical
 /// to a file in `shared` (the installed versions) are hard-linked to it and
-/// their bytes read past, so an upgrade writes only what changed. On
+/// their bytes skipped, so an upgrade writes only what changed. On
 /// failure the directory is removed and the error names the entry.
 pub fn unpack<R: Read + Send + 'static>(
     input: R,

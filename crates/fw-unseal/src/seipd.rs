@@ -205,15 +205,8 @@ where
     policy.packet(&pp.packet)?;
 
     // The prefix: one block of random bytes, then its last two again.
-    let mut prefix = [0u8; 34];
-    let mut have = 0;
-    while have < prefix.len() {
-        match pp.read(&mut prefix[have..])? {
-            0 => break,
-            n => have += n,
-        }
-    }
-    let prefix = prefix[..have].to_vec();
+    let mut prefix = Vec::with_capacity(34);
+    (&mut pp).take(34).read_to_end(&mut prefix)?;
     let mut session: Option<Session> = None;
     let mut check = |algo: Option<SymmetricAlgorithm>, key: &SessionKey| -> bool {
         let Some(algo) = algo else { return false };
