@@ -19,46 +19,18 @@ const TOOLS: &[&str] = &[
     "fw-update",
 ];
 
-fn files_below(root: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.insert(entry.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn checked_in_man_pages_and_completions_are_current() {
+/// Man pages and completions are generated when the Debian package is
+/// built (scripts/deb), not committed: the tests generate them afresh from
+/// the same xtask, so what they check is what ships.
+fn generated_docs() -> TempDir {
     let tmp = TempDir::new().unwrap();
-    let out = tmp.path().join("dist");
     let status = Command::new(bin("xtask"))
         .args(["docs", "--out"])
-        .arg(&out)
+        .arg(tmp.path())
         .status()
         .unwrap();
-    assert!(status.success());
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
-    let fresh = files_below(&out);
-    assert_eq!(
-        files_below(&dist),
-        fresh,
-        "dist/ differs: run `cargo run -p xtask -- docs` and commit"
-    );
-    for file in &fresh {
-        assert_eq!(
-            std::fs::read(dist.join(file)).unwrap(),
-            std::fs::read(out.join(file)).unwrap(),
-            "dist/{} is stale: run `cargo run -p xtask -- docs` and commit",
-            file.display()
-        );
-    }
+    assert!(status.success(), "xtask docs failed");
+    tmp
 }
 
 /// Long flags a `--help` text lists in its options (lines that start
@@ -116,7 +88,8 @@ fn man_text(dist: &Path, name: &str) -> String {
 
 #[test]
 fn every_flag_of_every_tool_is_in_its_man_page_and_completions() {
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let docs = generated_docs();
+    let dist = docs.path();
     for tool in TOOLS {
         let help = String::from_utf8(ok(run(fw(tool).arg("--help"), b""))).unwrap();
         let mut all = flags(&help);
@@ -129,7 +102,7 @@ fn every_flag_of_every_tool_is_in_its_man_page_and_completions() {
             all.contains("--version") && all.contains("--help"),
             "{tool}: {all:?}"
         );
-        let man = man_text(&dist, tool);
+        let man = man_text(dist, tool);
         let bash = std::fs::read_to_string(dist.join(format!("completions/bash/{tool}"))).unwrap();
         let zsh = std::fs::read_to_string(dist.join(format!("completions/zsh/_{tool}"))).unwrap();
         let fish =
@@ -160,7 +133,7 @@ fn every_flag_of_every_tool_is_in_its_man_page_and_completions() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fw-install");
     let out = Command::new(script).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    let man = man_text(&dist, "fw-install");
+    let man = man_text(dist, "fw-install");
     for flag in flags(&help) {
         if flag != "--help" {
             assert!(

@@ -1,8 +1,10 @@
 //! `cargo run -p xtask -- docs [--out DIR]`: writes the man pages and the
 //! bash, zsh and fish completions of every fw tool into DIR (default
-//! `dist/`), from the tools' own clap definitions, plus the fw(7)
-//! overview. `tests/docs.rs` regenerates them and compares with what is
-//! checked in, so they cannot go stale.
+//! `target/dist/`), from the tools' own clap definitions, plus the fw(7)
+//! overview. They are generated when the Debian package is built
+//! (scripts/deb), as rage does, rather than committed: nothing generated
+//! can go stale in the repository, and tests/docs.rs checks what this
+//! writes.
 
 use std::path::{Path, PathBuf};
 
@@ -99,10 +101,10 @@ pub fn generate(out: &Path) -> std::io::Result<()> {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = match args.as_slice() {
-        [cmd] if cmd == "docs" => PathBuf::from("dist"),
+        [cmd] if cmd == "docs" => PathBuf::from("target/dist"),
         [cmd, flag, dir] if cmd == "docs" && flag == "--out" => PathBuf::from(dir),
         _ => {
-            eprintln!("usage: cargo run -p xtask -- docs [--out DIR]   (man pages and completions, default dist/)");
+            eprintln!("usage: cargo run -p xtask -- docs [--out DIR]   (man pages and completions, default target/dist/)");
             return std::process::ExitCode::from(2);
         }
     };
