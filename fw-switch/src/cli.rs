@@ -80,13 +80,13 @@ pub enum Command {
         #[arg(long)]
         no_boot_count: bool,
         /// Kill a rollback hook after S seconds (0: never).
-        #[arg(long, value_name = "S", default_value = "300", value_parser = fw_hook::parse_seconds)]
+        #[arg(long, value_name = "S", default_value = "300", value_parser = fw_core::cli::parse_duration)]
         hook_timeout: std::time::Duration,
         /// Retries of a rollback hook that exits 3.
         #[arg(long, value_name = "N", default_value_t = 3)]
         hook_retries: u32,
         /// First retry interval of a rollback hook, doubling.
-        #[arg(long, value_name = "S", default_value = "5", value_parser = fw_hook::parse_seconds)]
+        #[arg(long, value_name = "S", default_value = "5", value_parser = fw_core::cli::parse_duration)]
         hook_retry_interval: std::time::Duration,
     },
     /// For install scripts: record the transaction in flight in
