@@ -34,6 +34,11 @@ fn fw_install() -> Command {
         .arg(value("S", "hook-timeout", "kill a hook after S seconds (default 300)"))
         .arg(value("N", "hook-retries", "retries of a hook that exits 3 (default 3)"))
         .arg(value("S", "hook-retry-interval", "first retry interval, doubling (default 5)"))
+        .arg(value("N", "stall-speed", "give up a URL whose transfer stays under N bytes/s for --stall-time seconds (default 1024): exit 1, nothing changed"))
+        .arg(value("S", "stall-time", "the seconds a transfer may stay under --stall-speed (default 60)"))
+        .arg(value("NAME", "expect-name", "refuse (exit 4) a package whose signed manifest has another name (fw-update passes the signed index's entry)"))
+        .arg(value("V", "expect-version", "refuse (exit 4) a package whose signed manifest has another version"))
+        .arg(value("N", "expect-security-version", "refuse (exit 4) a package whose signed manifest has another security_version"))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
         .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
 }
