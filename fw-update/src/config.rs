@@ -335,6 +335,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_and_the_documented_file_parse() {
+        let example = parse(include_str!("../../packaging/examples/update.toml")).unwrap();
+        example.validate().unwrap();
+        let doc = include_str!("../../docs/update.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/update.md shows the configuration file");
+        let documented = parse(block).unwrap();
+        documented.validate().unwrap();
+        assert_eq!(documented.gate_timeout(), Some(Duration::from_secs(300)));
+        assert_eq!(
+            (documented.stall().speed, documented.stall().secs),
+            (1024, 60)
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_usage_errors() {
         let err = parse("auto_downlaod = true").unwrap_err();
         assert_eq!(err.code, fw_core::ExitCode::Usage);
