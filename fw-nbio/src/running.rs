@@ -61,7 +61,8 @@ impl Output {
 /// the last process is [`by_line`](crate::Process::by_line)); a failure is the last item.
 /// Or [`wait`](Self::wait) for all of it.
 ///
-/// Dropping it before the end kills and reaps every process it started.
+/// Dropping it before the end kills and reaps every process it started: SIGTERM, then
+/// SIGKILL after two seconds for whatever ignores it, so a drop may take that long.
 pub struct Running {
     state: State,
     /// Raw output read but not yet handed out.
