@@ -24,8 +24,10 @@ fn fw_install() -> Command {
              on the firmware target: fw-unseal | fw-unpack, fw-verify, fw-fixate, the pre-install \
              hook, fw-switch to, the post-install and health-check hooks. Every step is recorded \
              in TARGET/.fw/journal; on failure after the switch the previous version comes back \
-             (exit 7), else the failsafe (exit 8). The new version is pending until \
-             `fw-switch commit`.",
+             (exit 7), else the failsafe (exit 8), passing over versions marked failed or below \
+             the security floor (when none is left, the new version stays current, marked \
+             failed: exit 4). The new version is pending until `fw-switch commit`. A package \
+             identical to an installed version is refused (exit 5) unless --reinstall.",
         )
         .arg(value("T", "target", "the firmware target [$FW_TARGET, else /opt/firmware]"))
         .arg(value("K", "keyring", "trusted certificates and device key [$FW_KEYRING, else /etc/fw/keys]"))
@@ -34,6 +36,12 @@ fn fw_install() -> Command {
         .arg(value("S", "hook-timeout", "kill a hook after S seconds (default 300)"))
         .arg(value("N", "hook-retries", "retries of a hook that exits 3 (default 3)"))
         .arg(value("S", "hook-retry-interval", "first retry interval, doubling (default 5)"))
+        .arg(
+            Arg::new("reinstall")
+                .long("reinstall")
+                .action(ArgAction::SetTrue)
+                .help("install the package even if an identical version (same manifest) is installed already"),
+        )
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
         .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
 }
