@@ -105,7 +105,7 @@ impl Target {
         // A failed previous is named even when it is newer than current
         // (as after an automatic rollback): that is why it is not the choice.
         if let Some((version, mark)) = previous.as_ref().and_then(|v| Some((v, failed.get(v)?))) {
-            skipped.push(format!("{} ({})", version.label(), mark.reason));
+            skipped.push(format!("{}: {}", version.label(), mark.reason));
         }
         let candidates = previous
             .into_iter()
@@ -113,7 +113,7 @@ impl Target {
             .filter(|v| v.age() < current.age());
         for version in candidates {
             if let Some(mark) = failed.get(&version) {
-                let line = format!("{} ({})", version.label(), mark.reason);
+                let line = format!("{}: {}", version.label(), mark.reason);
                 if !skipped.contains(&line) {
                     skipped.push(line);
                 }
@@ -128,7 +128,7 @@ impl Target {
             if skipped.is_empty() {
                 String::new()
             } else {
-                format!(" (failed: {})", skipped.join(", "))
+                format!(" (passed over {})", skipped.join("; "))
             }
         )))
     }
