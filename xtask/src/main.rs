@@ -91,9 +91,30 @@ fn completions(cmd: &Command, out: &Path) -> std::io::Result<()> {
     ] {
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cmd.clone(), &name, &mut script);
+        if shell == Shell::Bash {
+            script = fix_bash_case_labels(&name, script);
+        }
         write(&out.join(file), &script)?;
     }
     Ok(())
+}
+
+/// clap_complete's bash script names the states of a command whose name
+/// has a dash in two ways: the loop over the words computes
+/// `fw__switch__subcmd__status`, but the case labels read
+/// `fw__subcmd__switch__subcmd__status`, so nothing after a subcommand
+/// completes (clap-rs/clap#6421; PR #6428 fixes it upstream, not in the
+/// clap_complete 4.6.11 we use). The labels get the name the loop computes.
+fn fix_bash_case_labels(name: &str, script: Vec<u8>) -> Vec<u8> {
+    let computed = name.replace('-', "__");
+    let labelled = name.replace('-', "__subcmd__");
+    if computed == labelled {
+        return script;
+    }
+    String::from_utf8(script)
+        .expect("clap_complete writes UTF-8")
+        .replace(&format!("{labelled}__"), &format!("{computed}__"))
+        .into_bytes()
 }
 
 pub fn generate(out: &Path) -> std::io::Result<()> {
