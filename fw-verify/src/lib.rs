@@ -32,10 +32,6 @@ use fw_core::trust::{self, Signer};
 use fw_core::{Error, Result};
 
 pub use fw_core::verified::VERIFIED_PATH;
-/// `TARGET/.fw/security-floor`: the lowest security_version a device
-/// accepts, raised by commits (so that deleting old versions cannot open
-/// the way to a downgrade).
-pub const SECURITY_FLOOR: &str = "security-floor";
 /// Where the policy is when `--policy` is not given.
 pub const DEFAULT_POLICY: &str = "/etc/fw/policy.toml";
 /// How many differences an error lists.
@@ -199,39 +195,13 @@ pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8
 }
 
 /// The lowest security_version the target accepts: the highest of its
-/// installed versions and of its recorded floor.
+/// installed versions and of its committed floor (fw_core::floor).
 pub fn security_floor(target: &Path) -> Result<u64> {
-    let mut floor = 0;
-    let floor_file = fw_core::target::state_dir(target).join(SECURITY_FLOOR);
-    match std::fs::read_to_string(&floor_file) {
-        Ok(text) => {
-            floor = text.trim().parse().map_err(|_| {
-                Error::failed(format!(
-                    "{}: not a number; fix or remove it",
-                    floor_file.display()
-                ))
-            })?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(floor_file.display(), e)),
-    }
-    let Ok(dir) = std::fs::read_dir(target) else {
-        return Ok(floor);
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let is_version = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
-            && !name.to_string_lossy().starts_with('.');
-        if !is_version {
-            continue;
-        }
-        if let Ok(json) = std::fs::read(entry.path().join(MANIFEST_PATH)) {
-            if let Ok(installed) = Manifest::from_json(&json) {
-                floor = floor.max(installed.security_version);
-            }
-        }
-    }
-    Ok(floor)
+    let committed = fw_core::floor::read(target)?;
+    Ok(fw_core::target::installed_versions(target)
+        .iter()
+        .map(|v| v.manifest.security_version)
+        .fold(committed, u64::max))
 }
 
 /// True if `path` is one of the target's installed versions (a directory
