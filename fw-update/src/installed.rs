@@ -44,7 +44,9 @@ impl Installed {
             })?;
         let mut installed = Installed::from_status_json(&output.stdout)?;
         // The committed floor, from its one reader (fw_core::floor).
-        installed.security_version = installed.security_version.max(fw_core::floor::read(target)?);
+        installed.security_version = installed
+            .security_version
+            .max(fw_core::floor::read(target)?);
         Ok(installed)
     }
 
