@@ -1,0 +1,529 @@
+//! A run: templates and calibrations (one setup boot per VM), the planned
+//! cuts on VMs in parallel, the checks, and the report.
+//!
+//! Each boot after the first checks the disk the previous boot was cut
+//! on, then cuts the next case on a fresh copy of its template: one boot
+//! per cut instead of two. The check's disk is unmounted before the next
+//! operation starts, so the cut cannot touch it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::assets::{self, Kernel};
+use crate::plan::{self, Calibration, Case};
+use crate::vm::{self, Boot, Cut, Disk, Outcome};
+
+/// How big each test disk is.
+const DISK_MIB: u64 = 64;
+/// A setup boot (several installs per phase) may take this long.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(1200);
+/// A boot that checks one cut and makes the next.
+const CUT_TIMEOUT: Duration = Duration::from_secs(400);
+
+/// What the guest boots, made once per run.
+pub struct Lab {
+    pub kernel: Kernel,
+    pub initrd: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Lab {
+    /// Builds the initramfs from the binaries in `bins`.
+    pub fn new(repo: &Path, work: &Path, bins: &Path) -> Result<Lab> {
+        let kernel = Kernel::find(&work.join("kernel"))?;
+        let build = work.join("build");
+        std::fs::create_dir_all(&build)?;
+        let initrd = assets::build(&build, bins, &kernel, repo)?;
+        Ok(Lab {
+            kernel,
+            initrd,
+            work: work.to_path_buf(),
+        })
+    }
+
+    fn boot(&self, args: Vec<String>, disks: Vec<Disk>, timeout: Duration) -> Boot {
+        Boot {
+            kernel: self.kernel.vmlinuz.clone(),
+            initrd: self.initrd.clone(),
+            args,
+            disks,
+            timeout,
+        }
+    }
+
+    fn template(&self, phase: &str) -> PathBuf {
+        self.work.join("templates").join(format!("{phase}.img"))
+    }
+
+    /// Makes the template of each phase and learns its steps: the phases
+    /// spread over `vms` parallel boots.
+    pub fn setup(&self, phases: &[String], vms: usize) -> Result<BTreeMap<String, Calibration>> {
+        std::fs::create_dir_all(self.work.join("templates"))?;
+        let groups: Vec<Vec<String>> = (0..vms.min(phases.len()).max(1))
+            .map(|v| phases.iter().skip(v).step_by(vms.max(1)).cloned().collect())
+            .collect();
+        let results = Mutex::new(BTreeMap::new());
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = groups
+                .iter()
+                .map(|group| scope.spawn(|| self.setup_group(group, &results)))
+                .collect();
+            for handle in handles {
+                handle.join().expect("a setup thread panicked")?;
+            }
+            Ok(())
+        })?;
+        Ok(results.into_inner().unwrap())
+    }
+
+    fn setup_group(
+        &self,
+        phases: &[String],
+        results: &Mutex<BTreeMap<String, Calibration>>,
+    ) -> Result<()> {
+        let mut disks = Vec::new();
+        for phase in phases {
+            let template = self.template(phase);
+            vm::make_disk(&template, DISK_MIB)?;
+            let scratch = self
+                .work
+                .join("templates")
+                .join(format!("{phase}.calibrate.img"));
+            let file = std::fs::File::create(&scratch)?;
+            file.set_len(DISK_MIB << 20)?;
+            disks.push(Disk {
+                serial: format!("s-{phase}"),
+                path: template,
+            });
+            disks.push(Disk {
+                serial: format!("c-{phase}"),
+                path: scratch,
+            });
+        }
+        let boot = self.boot(
+            vec![format!("pc.setup={}", phases.join(","))],
+            disks.clone(),
+            SETUP_TIMEOUT,
+        );
+        let out = vm::run(&boot, &Cut::Never)?;
+        let log = self.work.join(format!("setup-{}.log", phases.join("+")));
+        std::fs::write(&log, out.log())?;
+        let fatal: Vec<&str> = out.says().filter(|s| s.starts_with("fatal")).collect();
+        if out.timed_out || !fatal.is_empty() {
+            bail!(
+                "the setup boot of {} failed ({}): see {}",
+                phases.join(", "),
+                if out.timed_out {
+                    "timed out".to_string()
+                } else {
+                    fatal.join("; ")
+                },
+                log.display()
+            );
+        }
+        for phase in phases {
+            let calibration = calibration_of(&out, phase).with_context(|| {
+                format!("the setup boot did not run {phase}: see {}", log.display())
+            })?;
+            results.lock().unwrap().insert(phase.clone(), calibration);
+            if let Some(problem) = vm::fsck(&self.template(phase))? {
+                bail!("the template of {phase} is not a sound file system: {problem}");
+            }
+        }
+        for disk in disks.iter().filter(|d| d.serial.starts_with("c-")) {
+            let _ = std::fs::remove_file(&disk.path);
+        }
+        Ok(())
+    }
+}
+
+/// The steps of `phase`'s uncut run in a setup boot's log.
+fn calibration_of(out: &Outcome, phase: &str) -> Option<Calibration> {
+    let go = format!("@@go {phase}");
+    let start = out.lines.iter().position(|(_, l)| *l == go)?;
+    let t0 = out.lines[start].0;
+    let mut steps = Vec::new();
+    for (at, line) in &out.lines[start + 1..] {
+        let ms = (*at - t0).as_millis() as u64;
+        if line.starts_with("@@done") {
+            out.lines
+                .iter()
+                .any(|(_, l)| *l == format!("@@setup {phase}"))
+                .then_some(())?;
+            return Some(Calibration::new(&steps, ms));
+        }
+        if let Some(step) = crate::marker::step(line) {
+            steps.push((step, ms));
+        }
+    }
+    None
+}
+
+/// How one cut ended.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub case: Case,
+    pub failures: Vec<String>,
+    pub known: Vec<String>,
+    /// The last step before the power went.
+    pub last_step: Option<String>,
+    pub reached: bool,
+    pub done: Option<i32>,
+    /// Where the logs (and the disk as cut) of a failure are.
+    pub kept: Option<PathBuf>,
+}
+
+/// Judges the check part of `check` (the boot after `cut`).
+fn judge(case: Case, cut: &Outcome, check: &Outcome, image: &Path) -> CaseResult {
+    let mut failures = Vec::new();
+    let mut known = Vec::new();
+    for said in cut.says().filter(|s| s.starts_with("fatal")) {
+        failures.push(format!("cut boot: {said}"));
+    }
+    if cut.timed_out {
+        failures.push("the operation never reached the cut: the boot timed out".into());
+    }
+    let mut checked = false;
+    for said in check.says().take_while(|s| !s.starts_with("go ")) {
+        if let Some(what) = said.strip_prefix("fail ") {
+            failures.push(what.to_string());
+        } else if let Some(what) = said.strip_prefix("known ") {
+            known.push(what.to_string());
+        } else if said.starts_with("fatal") {
+            failures.push(format!("check boot: {said}"));
+        } else if said == format!("checked {}", case.phase) {
+            checked = true;
+        }
+    }
+    if !checked {
+        failures.push(if check.timed_out {
+            "the check did not finish: timed out".into()
+        } else {
+            "the check did not finish".into()
+        });
+    } else {
+        match vm::fsck(image) {
+            Ok(None) => {}
+            Ok(Some(problem)) => failures.push(problem),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    CaseResult {
+        case,
+        failures,
+        known,
+        last_step: cut.last_step.clone(),
+        reached: cut.reached,
+        done: cut.done,
+        kept: None,
+    }
+}
+
+fn cut_of(case: &Case) -> Cut {
+    Cut::At {
+        step: case.step.clone(),
+        n: case.n,
+        delay: Duration::from_millis(case.delay_ms),
+    }
+}
+
+/// The cut in flight on a VM: its case, the disk cut, the boot's output.
+struct Pending {
+    case: Case,
+    image: PathBuf,
+    out: Outcome,
+}
+
+impl Lab {
+    /// Runs `cases` on `vms` VMs in parallel; `progress` hears of each result.
+    pub fn cut_all(
+        &self,
+        cases: Vec<Case>,
+        vms: usize,
+        progress: &(dyn Fn(&CaseResult, usize) + Sync),
+    ) -> Result<Vec<CaseResult>> {
+        let queue = Mutex::new(cases.into_iter().collect::<VecDeque<_>>());
+        let results = Mutex::new(Vec::new());
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..vms.max(1))
+                .map(|v| {
+                    let (queue, results) = (&queue, &results);
+                    scope.spawn(move || self.worker(v, queue, results, progress))
+                })
+                .collect();
+            for handle in handles {
+                handle.join().expect("a VM thread panicked")?;
+            }
+            Ok(())
+        })?;
+        Ok(results.into_inner().unwrap())
+    }
+
+    fn worker(
+        &self,
+        v: usize,
+        queue: &Mutex<VecDeque<Case>>,
+        results: &Mutex<Vec<CaseResult>>,
+        progress: &(dyn Fn(&CaseResult, usize) + Sync),
+    ) -> Result<()> {
+        let dir = self.work.join(format!("vm{v}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut pending: Option<Pending> = None;
+        for round in 0.. {
+            let next = queue.lock().unwrap().pop_front();
+            if next.is_none() && pending.is_none() {
+                break;
+            }
+            let mut args = Vec::new();
+            let mut disks = Vec::new();
+            if let Some(p) = &pending {
+                let rc = p.out.done.map_or("cut".to_string(), |c| c.to_string());
+                args.push(format!("pc.check={}:{rc}", p.case.phase));
+                disks.push(Disk {
+                    serial: "check".into(),
+                    path: p.image.clone(),
+                });
+                // The disk as the cut left it, in case the check fails.
+                vm::copy_disk(&p.image, &dir.join("as-cut.img"))?;
+            }
+            let image = dir.join(format!("disk{}.img", round % 2));
+            if let Some(case) = &next {
+                vm::copy_disk(&self.template(&case.phase), &image)?;
+                args.push(format!("pc.cut={}:{}", case.phase, case.data));
+                disks.push(Disk {
+                    serial: "cut".into(),
+                    path: image.clone(),
+                });
+            }
+            let cut = next.as_ref().map_or(Cut::Never, cut_of);
+            let out = vm::run(&self.boot(args, disks, CUT_TIMEOUT), &cut)?;
+            if let Some(p) = pending.take() {
+                let mut result = judge(p.case, &p.out, &out, &p.image);
+                if !result.failures.is_empty() {
+                    result.kept = Some(self.keep(&result, &p.out, &out, &dir)?);
+                }
+                let mut results = results.lock().unwrap();
+                results.push(result);
+                progress(results.last().unwrap(), results.len());
+            }
+            if let Some(case) = next {
+                let started = out.says().any(|s| s.starts_with("go "));
+                if started {
+                    pending = Some(Pending { case, image, out });
+                } else {
+                    let result = CaseResult {
+                        case,
+                        failures: vec!["the operation never started (the boot hung before)".into()],
+                        known: Vec::new(),
+                        last_step: None,
+                        reached: false,
+                        done: None,
+                        kept: None,
+                    };
+                    let mut results = results.lock().unwrap();
+                    results.push(result);
+                    progress(results.last().unwrap(), results.len());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// Keeps a failure's logs and disk under failures/.
+    fn keep(
+        &self,
+        result: &CaseResult,
+        cut: &Outcome,
+        check: &Outcome,
+        dir: &Path,
+    ) -> Result<PathBuf> {
+        let failures = self.work.join("failures");
+        std::fs::create_dir_all(&failures)?;
+        let n = std::fs::read_dir(&failures)?.count();
+        let name = format!("{n:03}-{}", result.case.phase);
+        let mut text = format!("case {}\n", result.case);
+        for failure in &result.failures {
+            let _ = writeln!(text, "failure: {failure}");
+        }
+        let _ = writeln!(text, "\n--- the boot that was cut ---\n{}", cut.log());
+        let _ = writeln!(text, "\n--- the boot that checked ---\n{}", check.log());
+        let kept = failures.join(format!("{name}.log"));
+        std::fs::write(&kept, text)?;
+        // Disks of the first few failures only: 64 MiB each, if not sparse.
+        if n < 20 {
+            let _ = std::fs::rename(dir.join("as-cut.img"), failures.join(format!("{name}.img")));
+        }
+        Ok(kept)
+    }
+
+    /// One case by itself: its phase's setup, the cut, the check.
+    pub fn replay(&self, case: &Case) -> Result<CaseResult> {
+        self.setup(&[case.phase.clone()], 1)?;
+        let dir = self.work.join("replay");
+        std::fs::create_dir_all(&dir)?;
+        let image = dir.join("disk.img");
+        vm::copy_disk(&self.template(&case.phase), &image)?;
+        let cut = vm::run(
+            &self.boot(
+                vec![format!("pc.cut={}:{}", case.phase, case.data)],
+                vec![Disk {
+                    serial: "cut".into(),
+                    path: image.clone(),
+                }],
+                CUT_TIMEOUT,
+            ),
+            &cut_of(case),
+        )?;
+        vm::copy_disk(&image, &dir.join("as-cut.img"))?;
+        let rc = cut.done.map_or("cut".to_string(), |c| c.to_string());
+        let check = vm::run(
+            &self.boot(
+                vec![format!("pc.check={}:{rc}", case.phase)],
+                vec![Disk {
+                    serial: "check".into(),
+                    path: image.clone(),
+                }],
+                CUT_TIMEOUT,
+            ),
+            &Cut::Never,
+        )?;
+        let mut result = judge(case.clone(), &cut, &check, &image);
+        std::fs::write(dir.join("cut.log"), cut.log())?;
+        std::fs::write(dir.join("check.log"), check.log())?;
+        result.kept = Some(dir);
+        Ok(result)
+    }
+}
+
+/// The summary: counts, steps hit per phase, known issues, failures with
+/// their replay lines.
+pub fn report(
+    results: &[CaseResult],
+    calibrations: &BTreeMap<String, Calibration>,
+    seed: u64,
+    vms: usize,
+    elapsed: Duration,
+) -> String {
+    let failed: Vec<&CaseResult> = results.iter().filter(|r| !r.failures.is_empty()).collect();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "power cuts in a QEMU guest (tests/powercut): {} run, {} recovered consistently, {} failed \
+         (seed {seed}, {vms} VMs, {}m{:02}s)",
+        results.len(),
+        results.len() - failed.len(),
+        failed.len(),
+        elapsed.as_secs() / 60,
+        elapsed.as_secs() % 60
+    );
+    for (phase, calibration) in calibrations {
+        let mine: Vec<&CaseResult> = results.iter().filter(|r| &r.case.phase == phase).collect();
+        let steps = calibration.steps();
+        let hit: std::collections::BTreeSet<&str> = mine
+            .iter()
+            .filter_map(|r| r.last_step.as_deref())
+            .filter(|s| steps.contains(s))
+            .collect();
+        let after_end = mine.iter().filter(|r| r.done.is_some()).count();
+        let _ = writeln!(
+            text,
+            "  {:4}  {phase}: cut after {} of its {} steps, {after_end} after it finished, {} failed",
+            mine.len(),
+            hit.len(),
+            steps.len(),
+            mine.iter().filter(|r| !r.failures.is_empty()).count()
+        );
+    }
+    let mut known = BTreeMap::<&str, usize>::new();
+    for r in results {
+        for k in &r.known {
+            *known
+                .entry(k.split(" .fw/").next().unwrap_or(k))
+                .or_default() += 1;
+        }
+    }
+    for (what, count) in known {
+        let _ = writeln!(text, "  known issue, accepted: {what} (after {count} cuts)");
+    }
+    for r in &failed {
+        let _ = writeln!(
+            text,
+            "  FAILED {} (last step {}{}): {}{}",
+            r.case,
+            r.last_step.as_deref().unwrap_or("-"),
+            r.done
+                .map(|c| format!(", finished with {c}"))
+                .unwrap_or_default(),
+            r.failures.join("; "),
+            r.kept
+                .as_ref()
+                .map(|k| format!(" [{}]", k.display()))
+                .unwrap_or_default()
+        );
+    }
+    text
+}
+
+/// Runs a whole power-cut campaign.
+pub struct Campaign {
+    pub phases: Vec<String>,
+    pub cuts: usize,
+    pub vms: usize,
+    pub seed: u64,
+}
+
+impl Campaign {
+    pub fn run(&self, lab: &Lab) -> Result<(Vec<CaseResult>, String)> {
+        let start = Instant::now();
+        eprintln!(
+            "powercut: setting up {} phases on {} VMs",
+            self.phases.len(),
+            self.vms
+        );
+        let calibrations = lab.setup(&self.phases, self.vms)?;
+        for (phase, c) in &calibrations {
+            eprintln!(
+                "powercut: {phase}: {} steps ({} calls) in {} ms",
+                c.steps().len(),
+                c.marks.len(),
+                c.total_ms
+            );
+        }
+        let cases = plan::plan(&calibrations, self.cuts, self.seed);
+        let total = cases.len();
+        let _ = std::fs::remove_dir_all(lab.work.join("failures"));
+        let progress = |r: &CaseResult, n: usize| {
+            eprintln!(
+                "powercut: [{n}/{total}] {} {} (last step {}{})",
+                r.case,
+                if r.failures.is_empty() {
+                    "ok"
+                } else {
+                    "FAILED"
+                },
+                r.last_step.as_deref().unwrap_or("-"),
+                r.done
+                    .map(|c| format!(", finished with {c}"))
+                    .unwrap_or_default()
+            );
+            for f in &r.failures {
+                eprintln!("powercut:     {f}");
+            }
+        };
+        let results = lab.cut_all(cases, self.vms, &progress)?;
+        let text = report(
+            &results,
+            &calibrations,
+            self.seed,
+            self.vms,
+            start.elapsed(),
+        );
+        Ok((results, text))
+    }
+}
