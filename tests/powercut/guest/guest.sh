@@ -93,7 +93,7 @@ setup() {
 traced() {
     local phase=$1
     say "go $phase"
-    strace -f -qq -Y -y --seccomp-bpf -s 0 -e signal=none -e "trace=$STATEFUL" \
+    strace -f -qq -z -Y -y --seccomp-bpf -s 0 -e signal=none -e "trace=$STATEFUL" \
         -o /dev/ttyS0 -- bash /pc/guest.sh operation "$phase" </dev/null
     say "done $?"
 }
@@ -179,7 +179,7 @@ check() {
                 # Known: fw-install's temporary file survives a cut (its
                 # exit trap never runs); fixed on branch switch, which
                 # makes recover remove it. Accepted until it is merged.
-                say "known leftover .fw/$name (fw-install's temporary file)"
+                say "known .fw/install.XXXXXX left: fw-install's temporary file (recover removes it once branch switch is merged)"
                 ;;
             *) fail "leftover .fw/$name" ;;
         esac
@@ -262,7 +262,7 @@ main() {
         operation "$2"
         return
     fi
-    say "up"
+    say "up $(cut -d' ' -f1 /proc/uptime)"
     for phase in $(arg setup | tr ',' ' '); do
         mount -t ext4 "$(disk "s-$phase")" /mnt || { say "fatal mount s-$phase"; continue; }
         if setup "$phase" >/tmp/setup.log 2>&1; then

@@ -1,9 +1,10 @@
 //! What the guest boots: the kernel scripts/deps fetched (Debian's cloud
 //! kernel, unpacked under target/powercut/kernel, nothing installed on the
-//! host), and an initramfs made here of busybox, bash, flock, strace, the
-//! shared libraries they and the fw binaries need (at the host's paths, so
-//! host-built binaries run unchanged), the release fw binaries,
-//! fw-install, the keys and the packages v0 … v5.
+//! host); a small initramfs (busybox, the virtio block driver, /init); and
+//! a read-only tools disk with bash, flock, strace, the shared libraries
+//! they and the fw binaries need (at the host's paths, so host-built
+//! binaries run unchanged), the release fw binaries, fw-install, the keys
+//! and the packages v0 … v5.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -227,9 +228,16 @@ fn version_tree(dir: &Path, label: &str, index: u64) -> Result<()> {
     Ok(())
 }
 
-/// Keys, packages and the initramfs, made in `dir` from the binaries in
-/// `bins`; returns the initramfs.
-pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<PathBuf> {
+/// What a run boots: the initramfs (busybox, the block driver, /init)
+/// and the read-only tools disk mounted at /pc.
+pub struct Guest {
+    pub initrd: PathBuf,
+    pub tools: PathBuf,
+}
+
+/// Keys, packages, the tools disk and the initramfs, made in `dir` from
+/// the binaries in `bins`.
+pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Guest> {
     for tool in FW_BINARIES.iter().chain(&["fw-sign"]) {
         ensure!(
             bins.join(tool).is_file(),
@@ -237,14 +245,11 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Pa
             bins.join(tool).display()
         );
     }
-    let root = dir.join("root");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root)?;
-    for d in [
-        "dev", "proc", "sys", "tmp", "mnt", "bin", "sbin", "usr/bin", "usr/sbin",
-    ] {
-        std::fs::create_dir_all(root.join(d))?;
-    }
+    // The tools disk (its root is /pc in the guest). Under emulation a
+    // large initramfs costs seconds of every boot; a disk is read as used.
+    let pc = dir.join("tools");
+    let _ = std::fs::remove_dir_all(&pc);
+    std::fs::create_dir_all(&pc)?;
 
     // Keys: the vendor's, and the device's keyring (its certificate only:
     // the packages are signed, not encrypted).
@@ -261,11 +266,11 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Pa
             .arg("cert")
             .stdin(std::fs::File::open(&vendor_key)?),
     )?;
-    std::fs::create_dir_all(root.join("pc/keys"))?;
-    std::fs::write(root.join("pc/keys/vendor.asc"), cert)?;
+    std::fs::create_dir_all(pc.join("keys"))?;
+    std::fs::write(pc.join("keys/vendor.asc"), cert)?;
 
     // Packages, created a day apart (clean keeps the newest).
-    std::fs::create_dir_all(root.join("pc/pkg"))?;
+    std::fs::create_dir_all(pc.join("pkg"))?;
     for (index, (label, security)) in PACKAGES.iter().enumerate() {
         let tree = dir.join("src").join(label).join("fw");
         version_tree(&tree, label, index as u64)?;
@@ -281,56 +286,95 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Pa
                     (1_700_000_000 + 86_400 * index).to_string(),
                 ),
         )?;
-        std::fs::write(root.join(format!("pc/pkg/{label}.fw")), package)?;
+        std::fs::write(pc.join(format!("pkg/{label}.fw")), package)?;
     }
 
-    // Programs and their libraries, at the host's paths.
+    // Programs and their libraries, at the host's paths under /pc/sys
+    // (the initramfs links /usr, /lib and /lib64 there).
+    let sys = pc.join("sys");
     let mut programs = Vec::new();
     for (program, at) in [
-        ("busybox", "/bin/busybox"),
         ("bash", "/usr/bin/bash"),
         ("flock", "/usr/bin/flock"),
         ("strace", "/usr/bin/strace"),
     ] {
         let path = which(program)?;
-        put(&root, Path::new(at), &path)?;
+        put(&sys, Path::new(at), &path)?;
         programs.push(path);
     }
+    // fw-install's `#!/usr/bin/env bash`.
+    std::os::unix::fs::symlink("/bin/busybox", sys.join("usr/bin/env"))?;
     for tool in FW_BINARIES {
         let path = bins.join(tool);
-        put(&root, &Path::new("/pc/bin").join(tool), &path)?;
+        put(&pc, &Path::new("/bin").join(tool), &path)?;
         programs.push(path);
     }
     put(
-        &root,
-        Path::new("/pc/bin/fw-install"),
+        &pc,
+        Path::new("/bin/fw-install"),
         &repo.join("scripts/fw-install"),
     )?;
     for program in &programs {
         for lib in libraries(program)? {
-            put(&root, &lib, &lib)?;
+            put(&sys, &lib, &lib)?;
         }
     }
+    write_exec(&pc.join("guest.sh"), GUEST_SCRIPT)?;
+    let tools = dir.join("tools.img");
+    let mib = dir_size(&pc)? / (1 << 20) * 5 / 4 + 16;
+    let _ = std::fs::remove_file(&tools);
+    std::fs::File::create(&tools)?.set_len(mib << 20)?;
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-E", "root_owner=0:0", "-d"])
+            .arg(&pc)
+            .arg(&tools),
+    )
+    .context("making the tools disk (run scripts/deps: package e2fsprogs)")?;
 
-    // The guest's init, its script and the block driver.
+    // The initramfs: busybox, the block driver, /init.
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["dev", "proc", "sys", "tmp", "mnt", "bin", "pc", "modules"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    put(&root, Path::new("/bin/busybox"), &which("busybox")?)?;
+    for (link, to) in [
+        ("usr", "pc/sys/usr"),
+        ("lib", "pc/sys/lib"),
+        ("lib64", "pc/sys/lib64"),
+    ] {
+        std::os::unix::fs::symlink(to, root.join(link))?;
+    }
     write_exec(&root.join("init"), GUEST_INIT)?;
-    write_exec(&root.join("pc/guest.sh"), GUEST_SCRIPT)?;
-    std::fs::create_dir_all(root.join("pc/modules"))?;
     for module in MODULES {
         put(
             &root,
-            &Path::new("/pc/modules").join(format!("{module}.ko")),
+            &Path::new("/modules").join(format!("{module}.ko")),
             &kernel.module(module)?,
         )?;
     }
-    std::fs::write(root.join("pc/modules/list"), MODULES.join("\n") + "\n")?;
-
-    // cpio newc, uncompressed (quicker to unpack under emulation).
+    std::fs::write(root.join("modules/list"), MODULES.join("\n") + "\n")?;
     let initrd = dir.join("initramfs.cpio");
+    cpio(&root, &initrd)?;
+    Ok(Guest { initrd, tools })
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(dir) {
+        total += entry?.metadata()?.len();
+    }
+    Ok(total)
+}
+
+/// An uncompressed cpio (newc) of `root`: quicker to unpack under
+/// emulation than a compressed one.
+fn cpio(root: &Path, out: &Path) -> Result<()> {
     let mut names = Vec::new();
-    for entry in walkdir::WalkDir::new(&root).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
         let entry = entry?;
-        let rel = entry.path().strip_prefix(&root)?;
+        let rel = entry.path().strip_prefix(root)?;
         names.push(if rel.as_os_str().is_empty() {
             ".".to_string()
         } else {
@@ -339,9 +383,9 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Pa
     }
     let mut cpio = Command::new(which("busybox")?)
         .args(["cpio", "-o", "-H", "newc"])
-        .current_dir(&root)
+        .current_dir(root)
         .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&initrd)?)
+        .stdout(std::fs::File::create(out)?)
         .stderr(Stdio::null())
         .spawn()?;
     {
@@ -350,5 +394,5 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Pa
         stdin.write_all((names.join("\n") + "\n").as_bytes())?;
     }
     ensure!(cpio.wait()?.success(), "busybox cpio failed");
-    Ok(initrd)
+    Ok(())
 }

@@ -49,6 +49,10 @@ enum Command {
         /// Append the summary to FILE too (scripts/test's crash report).
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Keep the serial log of every boot in WORK/logs (else only
+        /// failures' are kept, in WORK/failures).
+        #[arg(long)]
+        keep_logs: bool,
     },
     /// Run one case again, as a failure record names it
     /// (PHASE@STEP#N+DELAYms/DATA or PHASE@done+DELAYms/DATA).
@@ -76,7 +80,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     let repo = repo().canonicalize()?;
-    let lab = Lab::new(&repo, &cli.work, &cli.bins)?;
+    let mut lab = Lab::new(&repo, &cli.work, &cli.bins)?;
     match cli.command {
         Command::Run {
             cuts,
@@ -85,7 +89,13 @@ fn run(cli: Cli) -> Result<bool> {
             seed,
             phase,
             report,
+            keep_logs,
         } => {
+            if keep_logs {
+                let logs = cli.work.join("logs");
+                let _ = std::fs::remove_dir_all(&logs);
+                lab.logs = Some(logs);
+            }
             let cuts = if long { 1000 } else { cuts };
             let phases: Vec<String> = if phase.is_empty() {
                 PHASES.iter().map(|p| p.to_string()).collect()

@@ -28,8 +28,10 @@ const CUT_TIMEOUT: Duration = Duration::from_secs(400);
 /// What the guest boots, made once per run.
 pub struct Lab {
     pub kernel: Kernel,
-    pub initrd: PathBuf,
+    pub guest: assets::Guest,
     pub work: PathBuf,
+    /// Keep every boot's serial log here (else only failures').
+    pub logs: Option<PathBuf>,
 }
 
 impl Lab {
@@ -38,18 +40,24 @@ impl Lab {
         let kernel = Kernel::find(&work.join("kernel"))?;
         let build = work.join("build");
         std::fs::create_dir_all(&build)?;
-        let initrd = assets::build(&build, bins, &kernel, repo)?;
+        let guest = assets::build(&build, bins, &kernel, repo)?;
         Ok(Lab {
             kernel,
-            initrd,
+            guest,
             work: work.to_path_buf(),
+            logs: None,
         })
     }
 
-    fn boot(&self, args: Vec<String>, disks: Vec<Disk>, timeout: Duration) -> Boot {
+    fn boot(&self, args: Vec<String>, mut disks: Vec<Disk>, timeout: Duration) -> Boot {
+        disks.push(Disk {
+            serial: "tools".into(),
+            path: self.guest.tools.clone(),
+            read_only: true,
+        });
         Boot {
             kernel: self.kernel.vmlinuz.clone(),
-            initrd: self.initrd.clone(),
+            initrd: self.guest.initrd.clone(),
             args,
             disks,
             timeout,
@@ -99,10 +107,12 @@ impl Lab {
             disks.push(Disk {
                 serial: format!("s-{phase}"),
                 path: template,
+                read_only: false,
             });
             disks.push(Disk {
                 serial: format!("c-{phase}"),
                 path: scratch,
+                read_only: false,
             });
         }
         let boot = self.boot(
@@ -287,6 +297,7 @@ impl Lab {
                 disks.push(Disk {
                     serial: "check".into(),
                     path: p.image.clone(),
+                    read_only: false,
                 });
                 // The disk as the cut left it, in case the check fails.
                 vm::copy_disk(&p.image, &dir.join("as-cut.img"))?;
@@ -298,10 +309,18 @@ impl Lab {
                 disks.push(Disk {
                     serial: "cut".into(),
                     path: image.clone(),
+                    read_only: false,
                 });
             }
             let cut = next.as_ref().map_or(Cut::Never, cut_of);
             let out = vm::run(&self.boot(args, disks, CUT_TIMEOUT), &cut)?;
+            if let Some(logs) = &self.logs {
+                std::fs::create_dir_all(logs)?;
+                let name = next
+                    .as_ref()
+                    .map_or("last".to_string(), |c| c.phase.clone());
+                std::fs::write(logs.join(format!("vm{v}-{round:03}-{name}.log")), out.log())?;
+            }
             if let Some(p) = pending.take() {
                 let mut result = judge(p.case, &p.out, &out, &p.image);
                 if !result.failures.is_empty() {
@@ -375,6 +394,7 @@ impl Lab {
                 vec![Disk {
                     serial: "cut".into(),
                     path: image.clone(),
+                    read_only: false,
                 }],
                 CUT_TIMEOUT,
             ),
@@ -388,6 +408,7 @@ impl Lab {
                 vec![Disk {
                     serial: "check".into(),
                     path: image.clone(),
+                    read_only: false,
                 }],
                 CUT_TIMEOUT,
             ),

@@ -17,11 +17,16 @@ use anyhow::{Context, Result};
 use crate::marker;
 use crate::plan::START;
 
+/// How long a boot may take to reach the guest's script.
+const UP_TIMEOUT: Duration = Duration::from_secs(150);
+
 /// A disk of the guest, found there by its serial.
 #[derive(Debug, Clone)]
 pub struct Disk {
     pub serial: String,
     pub path: PathBuf,
+    /// Shared by parallel guests, never written.
+    pub read_only: bool,
 }
 
 /// What to boot.
@@ -103,14 +108,17 @@ fn qemu_command(boot: &Boot) -> Command {
         .arg(&boot.initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet panic=-1 {}",
+            // no_timer_check: on a loaded host the emulated timer can fail
+            // the kernel's check and panic the boot.
+            "console=ttyS0 quiet panic=-1 no_timer_check {}",
             boot.args.join(" ")
         ));
     for (i, disk) in boot.disks.iter().enumerate() {
         cmd.arg("-drive")
             .arg(format!(
-                "id=d{i},file={},format=raw,if=none,cache=unsafe",
-                disk.path.display()
+                "id=d{i},file={},format=raw,if=none,cache=unsafe{}",
+                disk.path.display(),
+                if disk.read_only { ",readonly=on" } else { "" }
             ))
             .arg("-device")
             .arg(format!("virtio-blk-pci,drive=d{i},serial={}", disk.serial));
@@ -122,8 +130,21 @@ fn qemu_command(boot: &Boot) -> Command {
 }
 
 /// Boots, reads the serial line, cuts the power as `cut` says (or when
-/// `boot.timeout` passes), and returns what the guest showed.
+/// `boot.timeout` passes), and returns what the guest showed. A boot that
+/// dies before the guest's script starts (an emulation hiccup: nothing
+/// has touched the disks yet) is tried again, twice at most.
 pub fn run(boot: &Boot, cut: &Cut) -> Result<Outcome> {
+    let mut tries = 1;
+    loop {
+        let out = run_once(boot, cut)?;
+        if tries == 3 || out.says().any(|s| s.starts_with("up")) {
+            return Ok(out);
+        }
+        tries += 1;
+    }
+}
+
+fn run_once(boot: &Boot, cut: &Cut) -> Result<Outcome> {
     let start = Instant::now();
     let mut child = qemu_command(boot)
         .spawn()
@@ -160,9 +181,16 @@ pub fn run(boot: &Boot, cut: &Cut) -> Result<Outcome> {
     let mut out = Outcome::default();
     let mut watch = Watch::new(cut);
     let deadline = start + boot.timeout;
+    let mut up = false;
     let mut killed = false;
     loop {
         let now = Instant::now();
+        // A guest not up by then hangs in its kernel: give up on the boot.
+        let deadline = if up {
+            deadline
+        } else {
+            deadline.min(start + UP_TIMEOUT)
+        };
         let until = watch.cut_at.map_or(deadline, |c| c.min(deadline));
         if !killed && now >= until {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -177,6 +205,7 @@ pub fn run(boot: &Boot, cut: &Cut) -> Result<Outcome> {
         };
         match rx.recv_timeout(wait) {
             Ok((at, line)) => {
+                up |= line.starts_with("@@up");
                 // Lines still in the pipe after the kill were written before it.
                 watch.see(&line, at, &mut out);
                 out.lines.push((at - start, line));
