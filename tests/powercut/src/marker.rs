@@ -10,6 +10,12 @@
 //! the cuts hit. Only calls on the disk under test (`/mnt`) that did not
 //! fail are steps; read-only opens are not.
 
+/// The syscalls that change a file system (as tests/crash.rs counts them,
+/// and the few more the tools make): what `strace -e trace=` follows.
+pub const TRACED: &str = "write,pwrite64,writev,openat,mkdir,mkdirat,symlink,symlinkat,link,\
+linkat,rename,renameat,renameat2,unlink,unlinkat,rmdir,fsync,fdatasync,syncfs,sync_file_range,\
+ftruncate,fchmod,fchmodat,fchown,fchownat,utimensat";
+
 /// The path syscalls of a marker line carry, by where they are.
 enum Paths {
     /// The file descriptor in the first argument.
@@ -154,9 +160,6 @@ pub fn parse(line: &str) -> Option<Call> {
         Paths::Path2 => vec![strings.first()?.clone(), strings.get(1)?.clone()],
         Paths::Symlink => vec![strings.get(1)?.clone()],
     };
-    if !paths.iter().any(|p| p.starts_with("/mnt/")) {
-        return None;
-    }
     Some(Call {
         comm: comm.to_string(),
         syscall: syscall.to_string(),
@@ -240,9 +243,48 @@ impl Call {
     }
 }
 
-/// The step of a serial line, if it is a marker.
+/// The step of a serial line, if it is a marker: a call on the disk
+/// under test.
 pub fn step(line: &str) -> Option<String> {
-    parse(line).map(|c| c.step())
+    parse(line)
+        .filter(|c| c.paths.iter().any(|p| p.starts_with("/mnt/")))
+        .map(|c| c.step())
+}
+
+fn parent(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/".into(),
+        Some((dir, _)) => dir.into(),
+        None => ".".into(),
+    }
+}
+
+/// The directories whose entries `calls` changed (created, renamed,
+/// linked or removed a name in them) and did not fsync afterwards (nor
+/// sync the whole file system): after a power cut those changes may be
+/// gone, though the program said it was done. The cheap, deterministic
+/// half of what the QEMU cuts find.
+pub fn unsynced_dirs(calls: &[Call]) -> Vec<String> {
+    let mut pending = std::collections::BTreeSet::new();
+    for call in calls {
+        match call.syscall.as_str() {
+            "fsync" | "fdatasync" => {
+                pending.remove(&call.paths[0]);
+            }
+            "syncfs" => pending.clear(),
+            "openat" | "mkdir" | "mkdirat" | "symlink" | "symlinkat" | "unlink" | "unlinkat"
+            | "rmdir" => {
+                pending.insert(parent(&call.paths[0]));
+            }
+            "link" | "linkat" | "rename" | "renameat" | "renameat2" => {
+                for path in &call.paths {
+                    pending.insert(parent(path));
+                }
+            }
+            _ => {}
+        }
+    }
+    pending.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -299,6 +341,7 @@ mod tests {
                 None,
             ),
             (r#"5<bash> write(2</dev/ttyS0>, ""..., 20) = 20"#, None),
+            (r#"5<fw-switch> rename("/tmp/x.tmp", "/tmp/x") = 0"#, None),
             (r#"5<fw-switch> <... fsync resumed>) = 0"#, None),
             ("@@go upgrade", None),
             ("[    4.1] EXT4-fs (vda): mounted", None),
@@ -306,6 +349,26 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(step(line).as_deref(), want, "{line}");
         }
+    }
+
+    #[test]
+    fn directories_changed_and_not_synced_are_named() {
+        let trace = [
+            r#"1<a> mkdirat(3</d>, "e", 0755) = 0"#,
+            r#"1<a> symlinkat("/x", 4</d/e>, ".f.tmp") = 0"#,
+            r#"1<a> renameat2(4</d/e>, ".f.tmp", 4</d/e>, "f", 0) = 0"#,
+            r#"1<a> fsync(4</d/e>) = 0"#,
+            r#"1<a> openat(5</g>, "h", O_WRONLY|O_CREAT, 0644) = 6</g/h>"#,
+        ];
+        let calls: Vec<Call> = trace.iter().filter_map(|l| parse(l)).collect();
+        assert_eq!(calls.len(), 5);
+        assert_eq!(unsynced_dirs(&calls), vec!["/d", "/g"]);
+        let synced: Vec<Call> = trace
+            .iter()
+            .chain(&[r#"1<a> syncfs(3</d>) = 0"#])
+            .filter_map(|l| parse(l))
+            .collect();
+        assert!(unsynced_dirs(&synced).is_empty());
     }
 
     #[test]
