@@ -320,6 +320,7 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Gu
         }
     }
     write_exec(&pc.join("guest.sh"), GUEST_SCRIPT)?;
+    std::fs::write(pc.join("traced"), crate::marker::TRACED)?;
     let tools = dir.join("tools.img");
     let mib = dir_size(&pc)? / (1 << 20) * 5 / 4 + 16;
     let _ = std::fs::remove_file(&tools);
