@@ -181,7 +181,8 @@ check() {
                 # the floor's are renamed only at the end), and recover
                 # does not remove them yet. Branch switch makes recover
                 # remove them.
-                say "known .fw/${name%%.??????}.* left after the cut (recover removes it once branch switch is merged)"
+                case $name in install.*) name="install.XXXXXX (fw-install's temporary file)" ;; esac
+                say "known .fw/$name left after the cut (recover removes it once branch switch is merged)"
                 ;;
             *) fail "leftover .fw/$name" ;;
         esac
