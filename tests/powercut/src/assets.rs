@@ -37,7 +37,8 @@ const FW_BINARIES: &[&str] = &[
 ];
 
 /// The packages: (label, security_version). v3 fails its post-install
-/// where the test says so; v5 is the install after every check.
+/// where the test says so; v5, the install after every check, is small
+/// (it runs once per cut).
 const PACKAGES: &[(&str, u64)] = &[
     ("v0", 1),
     ("v1", 1),
@@ -176,7 +177,7 @@ exit 0\n";
 /// A firmware tree: shared files (one large enough for gzip members of
 /// its own, so upgrades link it without inflating it), files of its own,
 /// an etc/ tree for link-tree, a symlink and the hooks.
-fn version_tree(dir: &Path, label: &str, index: u64) -> Result<()> {
+fn version_tree(dir: &Path, label: &str, index: u64, small: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     let mut shared = fastrand::Rng::with_seed(1);
     let mut own = fastrand::Rng::with_seed(100 + index);
@@ -198,11 +199,13 @@ fn version_tree(dir: &Path, label: &str, index: u64) -> Result<()> {
     std::fs::write(dir.join("VERSION"), format!("{label}\n"))?;
     write_exec(&dir.join("bin/app"), &format!("#!/bin/sh\necho {label}\n"))?;
     std::fs::write(dir.join("lib/shared.bin"), bytes(&mut shared, 300 << 10))?;
-    std::fs::write(
-        dir.join(format!("lib/own-{label}.bin")),
-        bytes(&mut own, 200 << 10),
-    )?;
-    for i in 0..40 {
+    if !small {
+        std::fs::write(
+            dir.join(format!("lib/own-{label}.bin")),
+            bytes(&mut own, 200 << 10),
+        )?;
+    }
+    for i in 0..if small { 6 } else { 40 } {
         // Most small files are the same in every version; a few differ.
         let rng = if i < 4 { &mut own } else { &mut shared };
         let size = 512 + rng.usize(..6000);
@@ -273,7 +276,7 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Gu
     std::fs::create_dir_all(pc.join("pkg"))?;
     for (index, (label, security)) in PACKAGES.iter().enumerate() {
         let tree = dir.join("src").join(label).join("fw");
-        version_tree(&tree, label, index as u64)?;
+        version_tree(&tree, label, index as u64, *label == "v5")?;
         let package = run_ok(
             Command::new(&sign)
                 .args(["-q", "pack", "--key"])

@@ -34,11 +34,16 @@ pub struct Disk {
 pub struct Boot {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    /// `pc.…=…` arguments for guest.sh.
+    /// `pc.…=…` arguments for guest.sh, on the kernel command line.
     pub args: Vec<String>,
     pub disks: Vec<Disk>,
     /// Cut the power then, whatever the guest is doing.
     pub timeout: Duration,
+    /// Resume a guest saved by [`save`] (the same kernel, arguments and
+    /// disks, by serial and size) instead of booting one.
+    pub resume: Option<PathBuf>,
+    /// A line for the guest's serial input (a resumed guest's job).
+    pub input: Option<String>,
 }
 
 /// When to cut the power during the traced operation.
@@ -123,10 +128,78 @@ fn qemu_command(boot: &Boot) -> Command {
             .arg("-device")
             .arg(format!("virtio-blk-pci,drive=d{i},serial={}", disk.serial));
     }
-    cmd.stdin(Stdio::null())
+    if let Some(state) = &boot.resume {
+        cmd.arg("-incoming")
+            .arg(format!("exec:cat {}", state.display()));
+    }
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// Boots `boot` until the guest says `@@ready` (guest.sh waits there for
+/// a job on its serial input), then saves the running guest to `state`
+/// through QEMU's monitor (a migration to a file): resuming it costs a
+/// fraction of a boot under emulation, and its tools are in its page
+/// cache already.
+pub fn save(boot: &Boot, state: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let socket = state.with_extension("monitor");
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(state);
+    let mut cmd = qemu_command(boot);
+    cmd.arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", socket.display()));
+    let mut child = cmd
+        .spawn()
+        .context("cannot start qemu-system-x86_64: run scripts/deps (package qemu-system-x86)")?;
+    let result = (|| -> Result<()> {
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut log = String::new();
+        let mut ready = false;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            log += &line;
+            log.push('\n');
+            if line.trim_end().starts_with("@@ready") {
+                ready = true;
+                break;
+            }
+        }
+        anyhow::ensure!(ready, "the guest never got ready to be saved:\n{log}");
+        let mut monitor = UnixStream::connect(&socket)
+            .with_context(|| format!("QEMU's monitor {}", socket.display()))?;
+        let mut reader = BufReader::new(monitor.try_clone()?);
+        // The monitor answers each command with its output and a new
+        // prompt; `migrate` returns once the state is written.
+        let until_prompt = |reader: &mut BufReader<UnixStream>| -> Result<String> {
+            let mut text = Vec::new();
+            let mut byte = [0u8; 1];
+            while !text.ends_with(b"(qemu) ") {
+                anyhow::ensure!(reader.read(&mut byte)? == 1, "QEMU's monitor closed");
+                text.push(byte[0]);
+            }
+            Ok(String::from_utf8_lossy(&text).into_owned())
+        };
+        until_prompt(&mut reader)?;
+        // Not stopped first: a guest saved stopped would resume stopped.
+        // It waits idle for its job, so the migration ends at once.
+        writeln!(monitor, "migrate \"exec:cat > {}\"", state.display())?;
+        until_prompt(&mut reader)?;
+        writeln!(monitor, "info migrate")?;
+        let info = until_prompt(&mut reader)?;
+        anyhow::ensure!(
+            info.contains("completed"),
+            "saving the guest failed: {info}"
+        );
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&socket);
+    result
 }
 
 /// Boots, reads the serial line, cuts the power as `cut` says (or when
@@ -150,6 +223,10 @@ fn run_once(boot: &Boot, cut: &Cut) -> Result<Outcome> {
         .spawn()
         .context("cannot start qemu-system-x86_64: run scripts/deps (package qemu-system-x86)")?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Kept open until QEMU is gone: the guest's serial input, written
+    // once the guest says it listens.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut input = boot.input.as_deref();
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
@@ -206,6 +283,12 @@ fn run_once(boot: &Boot, cut: &Cut) -> Result<Outcome> {
         match rx.recv_timeout(wait) {
             Ok((at, line)) => {
                 up |= line.starts_with("@@up");
+                if line.starts_with("@@waiting") {
+                    if let Some(text) = input.take() {
+                        use std::io::Write;
+                        writeln!(stdin, "{text}").context("writing to the guest's serial line")?;
+                    }
+                }
                 // Lines still in the pipe after the kill were written before it.
                 watch.see(&line, at, &mut out);
                 out.lines.push((at - start, line));
@@ -219,6 +302,7 @@ fn run_once(boot: &Boot, cut: &Cut) -> Result<Outcome> {
         }
     }
     let _ = child.wait();
+    drop(stdin);
     let _ = reader.join();
     out.stderr = err_reader.join().unwrap_or_default().trim().to_string();
     out.elapsed = start.elapsed();
