@@ -82,6 +82,15 @@ impl FromStr for Case {
     }
 }
 
+/// The cases of a regressions file: one a line, `#` starts a comment.
+pub fn regressions(text: &str) -> anyhow::Result<Vec<Case>> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().with_context(|| format!("regressions: {l}")))
+        .collect()
+}
+
 /// One step instance of a phase's uncut run: its class, which instance of
 /// it, and when it came (ms after the start).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +265,18 @@ mod tests {
         assert!("nowhere@done+1ms/ordered".parse::<Case>().is_err());
         assert!("fresh@done+1ms/journal".parse::<Case>().is_err());
         assert!("fresh@x#y+1ms/ordered".parse::<Case>().is_err());
+    }
+
+    #[test]
+    fn the_regressions_file_parses() {
+        let cases = regressions(include_str!("../regressions")).unwrap();
+        assert!(!cases.is_empty());
+        assert!(
+            regressions("# nothing\n\nfresh@done+1ms/ordered # why\n")
+                .unwrap()
+                .len()
+                == 1
+        );
     }
 
     #[test]

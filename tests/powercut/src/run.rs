@@ -18,6 +18,9 @@ use crate::assets::{self, Kernel};
 use crate::plan::{self, Calibration, Case};
 use crate::vm::{self, Boot, Cut, Disk, Outcome};
 
+/// Cases that once failed: run first, every time.
+const REGRESSIONS: &str = include_str!("../regressions");
+
 /// How big each test disk is.
 const DISK_MIB: u64 = 64;
 /// A setup boot (several installs per phase) may take this long.
@@ -572,7 +575,16 @@ impl Campaign {
                 c.total_ms
             );
         }
-        let cases = plan::plan(&calibrations, self.cuts, self.seed);
+        let regressions: Vec<Case> = plan::regressions(REGRESSIONS)?
+            .into_iter()
+            .filter(|c| self.phases.contains(&c.phase))
+            .collect();
+        let mut cases = regressions.clone();
+        cases.extend(plan::plan(
+            &calibrations,
+            self.cuts.saturating_sub(regressions.len()),
+            self.seed,
+        ));
         let total = cases.len();
         let _ = std::fs::remove_dir_all(lab.work.join("failures"));
         let progress = |r: &CaseResult, n: usize| {
