@@ -12,6 +12,9 @@
 #   pc.cut=PHASE:DATA   run PHASE's operation on the disk `cut` (mounted with
 #                       data=DATA), traced, then wait for the host to cut
 #                       the power
+#   pc.log=PHASE:DATA   run PHASE's operation on the disk `cut` through
+#                       dm-log-writes, every write and flush logged onto the
+#                       disk `log` (the host replays it to flush points)
 #
 # Lines for the host start with @@; the traced operation's syscalls
 # (strace -o /dev/ttyS0) are the markers the host cuts at.
@@ -264,6 +267,24 @@ check_links() {
     [ -z "$out" ] || fail "link-tree left temporary links: $out"
 }
 
+# The operation through dm-log-writes, marked where it starts and ends.
+logged() {
+    local phase=${1%%:*} data=${1#*:} dev log
+    dev=$(disk cut)
+    log=$(disk log)
+    export DM_DISABLE_UDEV=1
+    insmod /pc/modules/dm-mod.ko && insmod /pc/modules/dm-log-writes.ko &&
+        dmsetup create lw --table "0 $(blockdev --getsz "$dev") log-writes $dev $log" &&
+        mount -t ext4 -o "noauto_da_alloc,commit=1,data=$data" /dev/mapper/lw /mnt ||
+        { say "fatal cannot log the writes of $phase"; return; }
+    dmsetup message lw 0 mark start
+    traced "$phase"
+    dmsetup message lw 0 mark done
+    umount /mnt
+    dmsetup remove lw
+    say "logged $phase"
+}
+
 main() {
     local phase spec
     if [ "${1:-}" = operation ]; then
@@ -304,6 +325,8 @@ main() {
     done
     spec=$(arg check)
     [ -z "$spec" ] || check "$spec"
+    spec=$(arg log)
+    [ -z "$spec" ] || logged "$spec"
     spec=$(arg cut)
     if [ -n "$spec" ]; then
         phase=${spec%%:*}

@@ -23,6 +23,9 @@ pub const MODULES: &[&str] = &[
     "virtio_blk",
 ];
 
+/// dm-log-writes and what it needs, in load order.
+pub const LOG_MODULES: &[&str] = &["dm-mod", "dm-log-writes"];
+
 const GUEST_INIT: &str = include_str!("../guest/init");
 const GUEST_SCRIPT: &str = include_str!("../guest/guest.sh");
 
@@ -300,6 +303,7 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Gu
         ("bash", "/usr/bin/bash"),
         ("flock", "/usr/bin/flock"),
         ("strace", "/usr/bin/strace"),
+        ("dmsetup", "/usr/sbin/dmsetup"),
     ] {
         let path = which(program)?;
         put(&sys, Path::new(at), &path)?;
@@ -321,6 +325,14 @@ pub fn build(dir: &Path, bins: &Path, kernel: &Kernel, repo: &Path) -> Result<Gu
         for lib in libraries(program)? {
             put(&sys, &lib, &lib)?;
         }
+    }
+    // dm-log-writes, for the disk that loses its cache (logwrites.rs).
+    for module in LOG_MODULES {
+        put(
+            &pc,
+            &Path::new("/modules").join(format!("{module}.ko")),
+            &kernel.module(module)?,
+        )?;
     }
     write_exec(&pc.join("guest.sh"), GUEST_SCRIPT)?;
     std::fs::write(pc.join("traced"), crate::marker::TRACED)?;

@@ -11,6 +11,7 @@
 //! fastrand for seeded plans), and clippy and the unit tests cover it.
 
 pub mod assets;
+pub mod logwrites;
 pub mod marker;
 pub mod plan;
 pub mod run;

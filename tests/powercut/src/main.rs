@@ -34,8 +34,13 @@ enum Command {
         /// How many cuts.
         #[arg(long, value_name = "N", default_value_t = 100)]
         cuts: usize,
-        /// The long run: 1000 cuts.
-        #[arg(long, conflicts_with = "cuts")]
+        /// Cuts that lose the disk's volatile cache too: each phase's
+        /// writes and flushes logged once (dm-log-writes), replayed to a
+        /// flush point (and half the time some writes after it).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        cache_cuts: usize,
+        /// The long run: 1000 cuts and 200 disk-cache cuts.
+        #[arg(long, conflicts_with_all = ["cuts", "cache_cuts"])]
         long: bool,
         /// VMs in parallel.
         #[arg(long, value_name = "N", default_value_t = 2)]
@@ -84,6 +89,7 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Run {
             cuts,
+            cache_cuts,
             long,
             vms,
             seed,
@@ -96,7 +102,11 @@ fn run(cli: Cli) -> Result<bool> {
                 let _ = std::fs::remove_dir_all(&logs);
                 lab.logs = Some(logs);
             }
-            let cuts = if long { 1000 } else { cuts };
+            let (cuts, cache_cuts) = if long {
+                (1000, 200)
+            } else {
+                (cuts, cache_cuts)
+            };
             let phases: Vec<String> = if phase.is_empty() {
                 PHASES.iter().map(|p| p.to_string()).collect()
             } else {
@@ -111,10 +121,11 @@ fn run(cli: Cli) -> Result<bool> {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(1)
             });
-            eprintln!("powercut: {cuts} cuts, seed {seed}");
+            eprintln!("powercut: {cuts} cuts, {cache_cuts} disk-cache cuts, seed {seed}");
             let campaign = Campaign {
                 phases,
                 cuts,
+                cache_cuts,
                 vms,
                 seed,
             };

@@ -35,12 +35,24 @@ pub struct Case {
     pub delay_ms: u64,
     /// ext4's data mode for the cut boot: ordered or writeback.
     pub data: String,
+    /// A cut of the disk's volatile cache instead (logwrites.rs): after
+    /// the operation's `.0`th flush point, with the writes after it that
+    /// seed `.1` picks (none without).
+    pub cache_loss: Option<(usize, Option<u64>)>,
 }
 
-/// `PHASE@STEP#N+DELAYms/DATA`, or `PHASE@done+DELAYms/DATA`: what a failure
-/// record says and `replay` takes.
+/// `PHASE@STEP#N+DELAYms/DATA`, or `PHASE@done+DELAYms/DATA`; for the disk's
+/// cache, `PHASE@flush#K/DATA` or `PHASE@flush#K~SEED/DATA`: what a
+/// failure record says and `replay` takes.
 impl fmt::Display for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((barrier, subset)) = self.cache_loss {
+            write!(f, "{}@flush#{barrier}", self.phase)?;
+            if let Some(seed) = subset {
+                write!(f, "~{seed}")?;
+            }
+            return write!(f, "/{}", self.data);
+        }
         match &self.step {
             Some(step) => write!(f, "{}@{step}#{}", self.phase, self.n)?,
             None => write!(f, "{}@done", self.phase)?,
@@ -54,16 +66,35 @@ impl FromStr for Case {
 
     fn from_str(s: &str) -> anyhow::Result<Case> {
         let bad = || {
-            format!("{s:?} is not a case (PHASE@STEP#N+DELAYms/DATA or PHASE@done+DELAYms/DATA)")
+            format!(
+                "{s:?} is not a case (PHASE@STEP#N+DELAYms/DATA, PHASE@done+DELAYms/DATA, \
+                 PHASE@flush#K/DATA or PHASE@flush#K~SEED/DATA)"
+            )
         };
         let (phase, rest) = s.split_once('@').with_context(bad)?;
-        let (at, rest) = rest.rsplit_once('+').with_context(bad)?;
-        let (delay, data) = rest.split_once("ms/").with_context(bad)?;
-        let (step, n) = match at {
-            "done" => (None, 0),
-            _ => {
-                let (step, n) = at.rsplit_once('#').with_context(bad)?;
-                (Some(step.to_string()), n.parse().with_context(bad)?)
+        let mut cache_loss = None;
+        let (step, n, delay, data) = if let Some(flush) = rest.strip_prefix("flush#") {
+            let (point, data) = flush.split_once('/').with_context(bad)?;
+            let (barrier, subset) = match point.split_once('~') {
+                Some((b, seed)) => (b, Some(seed.parse().with_context(bad)?)),
+                None => (point, None),
+            };
+            cache_loss = Some((barrier.parse().with_context(bad)?, subset));
+            (None, 0, "0", data)
+        } else {
+            let (at, rest) = rest.rsplit_once('+').with_context(bad)?;
+            let (delay, data) = rest.split_once("ms/").with_context(bad)?;
+            match at {
+                "done" => (None, 0, delay, data),
+                _ => {
+                    let (step, n) = at.rsplit_once('#').with_context(bad)?;
+                    (
+                        Some(step.to_string()),
+                        n.parse().with_context(bad)?,
+                        delay,
+                        data,
+                    )
+                }
             }
         };
         if !PHASES.contains(&phase) {
@@ -78,6 +109,7 @@ impl FromStr for Case {
             n,
             delay_ms: delay.parse().with_context(bad)?,
             data: data.to_string(),
+            cache_loss,
         })
     }
 }
@@ -207,6 +239,7 @@ pub fn plan(calibrations: &BTreeMap<String, Calibration>, cuts: usize, seed: u64
             n: 0,
             delay_ms: rng.u64(..400),
             data: data(&mut rng),
+            cache_loss: None,
         }];
         let mut steps = calibration.steps();
         rng.shuffle(&mut steps);
@@ -231,9 +264,43 @@ pub fn plan(calibrations: &BTreeMap<String, Calibration>, cuts: usize, seed: u64
                 n: mark.n,
                 delay_ms: rng.u64(..span),
                 data: data(&mut rng),
+                cache_loss: None,
             });
         }
         cases.extend(phase_cases);
+    }
+    rng.shuffle(&mut cases);
+    cases
+}
+
+/// Spreads `cuts` disk-cache cuts over the phases (`barriers`: how many
+/// flush points each phase's logged run has, and its data mode): evenly,
+/// each phase's share over its flush points, half of them with a random
+/// subset of the writes after the flush.
+pub fn plan_cache_loss(
+    barriers: &BTreeMap<String, (usize, String)>,
+    cuts: usize,
+    seed: u64,
+) -> Vec<Case> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let phases: Vec<(&String, &(usize, String))> =
+        barriers.iter().filter(|(_, (n, _))| *n > 0).collect();
+    let mut cases = Vec::new();
+    for (i, (phase, (points, data))) in phases.iter().enumerate() {
+        let share = cuts / phases.len() + usize::from(i < cuts % phases.len());
+        for k in 0..share {
+            // Stratified: the k-th of `share` slices of the flush points.
+            let lo = (k * points / share).min(points - 1);
+            let hi = ((k + 1) * points / share).clamp(lo + 1, *points);
+            cases.push(Case {
+                phase: phase.to_string(),
+                step: None,
+                n: 0,
+                delay_ms: 0,
+                data: data.clone(),
+                cache_loss: Some((rng.usize(lo..hi), rng.bool().then(|| rng.u64(..1_000_000)))),
+            });
+        }
     }
     rng.shuffle(&mut cases);
     cases
@@ -258,6 +325,8 @@ mod tests {
             "upgrade@fw-fixate:renameat2:S/V>T/V#1+12ms/ordered",
             "link-tree@done+300ms/writeback",
             "fresh@start#1+0ms/ordered",
+            "upgrade@flush#7/writeback",
+            "clean@flush#0~12345/ordered",
         ] {
             let case: Case = text.parse().unwrap();
             assert_eq!(case.to_string(), text);
@@ -307,5 +376,35 @@ mod tests {
         assert_eq!(plan(&calibrations, 20, 7), cases);
         // Fewer cuts than steps: the minimum per phase still holds.
         assert_eq!(plan(&calibrations, 6, 1).len(), 6);
+    }
+
+    #[test]
+    fn cache_cuts_spread_over_every_phase_and_its_flush_points() {
+        let mut barriers = BTreeMap::new();
+        barriers.insert("upgrade".to_string(), (40, "ordered".to_string()));
+        barriers.insert("commit".to_string(), (3, "writeback".to_string()));
+        let cases = plan_cache_loss(&barriers, 9, 3);
+        assert_eq!(cases.len(), 9);
+        let upgrade: Vec<usize> = cases
+            .iter()
+            .filter(|c| c.phase == "upgrade")
+            .map(|c| c.cache_loss.unwrap().0)
+            .collect();
+        // 9 over 2 phases: 5 and 4, the extra one to the first.
+        assert_eq!(upgrade.len(), 4);
+        assert!(upgrade.iter().all(|&b| b < 40));
+        assert!(
+            upgrade.iter().any(|&b| b >= 30),
+            "the last slice: {upgrade:?}"
+        );
+        let commit: Vec<usize> = cases
+            .iter()
+            .filter(|c| c.phase == "commit")
+            .map(|c| c.cache_loss.unwrap().0)
+            .collect();
+        assert!(commit.iter().all(|&b| b < 3), "{commit:?}");
+        for case in &cases {
+            assert_eq!(case.to_string().parse::<Case>().unwrap(), *case);
+        }
     }
 }

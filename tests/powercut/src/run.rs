@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::assets::{self, Kernel};
+use crate::logwrites::Log;
 use crate::plan::{self, Calibration, Case};
 use crate::vm::{self, Boot, Cut, Disk, Outcome};
 
@@ -23,6 +24,8 @@ const REGRESSIONS: &str = include_str!("../regressions");
 
 /// How big each test disk is.
 const DISK_MIB: u64 = 64;
+/// How big dm-log-writes' log disk is.
+const LOG_MIB: u64 = 256;
 /// A setup boot (several installs per phase) may take this long.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(1200);
 /// A boot that checks one cut and makes the next.
@@ -83,13 +86,29 @@ impl Lab {
         cut: Option<&Path>,
         job: &[String],
     ) -> Result<Boot> {
+        self.job_boot_logged(dir, check, cut, None, job)
+    }
+
+    /// The same with a disk for dm-log-writes' log.
+    fn job_boot_logged(
+        &self,
+        dir: &Path,
+        check: Option<&Path>,
+        cut: Option<&Path>,
+        log: Option<&Path>,
+        job: &[String],
+    ) -> Result<Boot> {
         let mut disks = Vec::new();
-        for (serial, disk) in [("check", check), ("cut", cut)] {
+        for (serial, disk, mib) in [
+            ("check", check, DISK_MIB),
+            ("cut", cut, DISK_MIB),
+            ("log", log, LOG_MIB),
+        ] {
             let path = match disk {
                 Some(path) => path.to_path_buf(),
                 None => {
                     let empty = dir.join(format!("empty-{serial}.img"));
-                    std::fs::File::create(&empty)?.set_len(DISK_MIB << 20)?;
+                    std::fs::File::create(&empty)?.set_len(mib << 20)?;
                     empty
                 }
             };
@@ -437,11 +456,18 @@ impl Lab {
     pub fn replay(&self, case: &Case) -> Result<CaseResult> {
         std::thread::scope(|scope| -> Result<()> {
             let saving = scope.spawn(|| self.save_guest());
-            self.setup(&[case.phase.clone()], 1)?;
+            self.setup(std::slice::from_ref(&case.phase), 1)?;
             saving.join().expect("the saving thread panicked")
         })?;
         let dir = self.work.join("replay");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
+        if case.cache_loss.is_some() {
+            let logged = self.log_phase(&case.phase, &case.data)?;
+            let mut result = self.check_replayed(&dir, case, &logged)?;
+            result.kept = Some(dir);
+            return Ok(result);
+        }
         let image = dir.join("disk.img");
         vm::copy_disk(&self.template(&case.phase), &image)?;
         let job = [format!("pc.cut={}:{}", case.phase, case.data)];
@@ -461,16 +487,210 @@ impl Lab {
     }
 }
 
+/// A phase's operation logged by dm-log-writes: the log and what the
+/// operation did.
+pub struct Logged {
+    pub log: Log,
+    pub path: PathBuf,
+    /// ext4's data mode it ran with.
+    pub data: String,
+    /// The entries between which the operation ran.
+    pub start: usize,
+    pub done: usize,
+    /// Its exit code.
+    pub rc: Option<i32>,
+}
+
+impl Logged {
+    /// The flush points a cut may follow: from the operation's start to
+    /// the first after its end.
+    pub fn barriers(&self) -> Vec<usize> {
+        let mut points: Vec<usize> = (self.start..self.log.entries.len())
+            .filter(|&i| self.log.entries[i].is_barrier())
+            .collect();
+        if let Some(after) = points.iter().position(|&i| i > self.done) {
+            points.truncate(after + 1);
+        }
+        points
+    }
+}
+
+impl Lab {
+    /// Runs `phase`'s operation once with every write logged.
+    pub fn log_phase(&self, phase: &str, data: &str) -> Result<Logged> {
+        let dir = self.work.join(format!("log-{phase}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let disk = dir.join("disk.img");
+        vm::copy_disk(&self.template(phase), &disk)?;
+        let path = dir.join("log.img");
+        std::fs::File::create(&path)?.set_len(LOG_MIB << 20)?;
+        let job = [format!("pc.log={phase}:{data}")];
+        let out = vm::run(
+            &self.job_boot_logged(&dir, None, Some(&disk), Some(&path), &job)?,
+            &Cut::Never,
+        )?;
+        std::fs::write(dir.join("boot.log"), out.log())?;
+        anyhow::ensure!(
+            out.says().any(|s| s == format!("logged {phase}")),
+            "logging the writes of {phase} failed: see {}",
+            dir.join("boot.log").display()
+        );
+        let rc = out.says().find_map(|s| {
+            s.strip_prefix("done ")
+                .and_then(|rc| rc.trim().parse().ok())
+        });
+        let log = Log::open(&path)?;
+        let start = log.mark("start").context("no start mark in the log")?;
+        let done = log.mark("done").context("no done mark in the log")?;
+        let _ = std::fs::remove_file(&disk);
+        Ok(Logged {
+            log,
+            path,
+            data: data.to_string(),
+            start,
+            done,
+            rc,
+        })
+    }
+
+    /// Checks a disk as `case` (a disk-cache case) makes it from its
+    /// phase's log.
+    pub fn check_replayed(&self, dir: &Path, case: &Case, logged: &Logged) -> Result<CaseResult> {
+        let (barrier, subset) = case.cache_loss.context("not a disk-cache case")?;
+        let points = logged.barriers();
+        let upto = points[barrier.min(points.len() - 1)];
+        // Writes after the flush that the cache may have written anyway.
+        let next = points
+            .iter()
+            .copied()
+            .find(|&p| p > upto)
+            .unwrap_or(logged.log.entries.len());
+        let extra: Vec<usize> = match subset {
+            Some(seed) => {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                (upto + 1..next)
+                    .filter(|&i| logged.log.entries[i].is_write() && rng.bool())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let image = dir.join("replayed.img");
+        vm::copy_disk(&self.template(&case.phase), &image)?;
+        logged.log.replay(&image, upto, &extra)?;
+        let finished = upto > logged.done;
+        let rc = match (finished, logged.rc) {
+            (true, Some(rc)) => rc.to_string(),
+            _ => "cut".into(),
+        };
+        vm::copy_disk(&image, &dir.join("as-cut.img"))?;
+        let job = [format!("pc.check={}:{rc}", case.phase)];
+        let check = vm::run(&self.job_boot(dir, Some(&image), None, &job)?, &Cut::Never)?;
+        let cut = Outcome {
+            done: finished.then_some(logged.rc).flatten(),
+            last_step: Some(format!("flush#{barrier}")),
+            reached: true,
+            cut: true,
+            ..Outcome::default()
+        };
+        let mut result = judge(case.clone(), &cut, &check, &image);
+        if !result.failures.is_empty() {
+            result.kept = Some(self.keep(&result, &cut, &check, dir)?);
+        }
+        Ok(result)
+    }
+
+    /// Logs each phase once, then checks `cases` (disk-cache cases) on
+    /// `vms` VMs in parallel.
+    pub fn cache_loss_all(
+        &self,
+        cases: Vec<Case>,
+        logs: &BTreeMap<String, Logged>,
+        vms: usize,
+        progress: &(dyn Fn(&CaseResult, usize) + Sync),
+    ) -> Result<Vec<CaseResult>> {
+        let queue = Mutex::new(cases.into_iter().collect::<VecDeque<_>>());
+        let results = Mutex::new(Vec::new());
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..vms.max(1))
+                .map(|v| {
+                    let (queue, results) = (&queue, &results);
+                    scope.spawn(move || -> Result<()> {
+                        let dir = self.work.join(format!("vm{v}"));
+                        std::fs::create_dir_all(&dir)?;
+                        loop {
+                            let Some(case) = queue.lock().unwrap().pop_front() else {
+                                break;
+                            };
+                            let result = self.check_replayed(&dir, &case, &logs[&case.phase])?;
+                            let mut results = results.lock().unwrap();
+                            results.push(result);
+                            progress(results.last().unwrap(), results.len());
+                        }
+                        let _ = std::fs::remove_dir_all(&dir);
+                        Ok(())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().expect("a VM thread panicked")?;
+            }
+            Ok(())
+        })?;
+        Ok(results.into_inner().unwrap())
+    }
+
+    /// Logs the phases' operations, `vms` at a time.
+    pub fn log_all(
+        &self,
+        phases: &[String],
+        vms: usize,
+        seed: u64,
+    ) -> Result<BTreeMap<String, Logged>> {
+        let queue = Mutex::new(phases.iter().cloned().collect::<VecDeque<_>>());
+        let logs = Mutex::new(BTreeMap::new());
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let modes: BTreeMap<String, &str> = phases
+            .iter()
+            .map(|p| (p.clone(), if rng.bool() { "ordered" } else { "writeback" }))
+            .collect();
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..vms.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        loop {
+                            let Some(phase) = queue.lock().unwrap().pop_front() else {
+                                break;
+                            };
+                            let logged = self.log_phase(&phase, modes[&phase])?;
+                            logs.lock().unwrap().insert(phase, logged);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().expect("a VM thread panicked")?;
+            }
+            Ok(())
+        })?;
+        Ok(logs.into_inner().unwrap())
+    }
+}
+
 /// The summary: counts, steps hit per phase, known issues, failures with
 /// their replay lines.
 pub fn report(
     results: &[CaseResult],
     calibrations: &BTreeMap<String, Calibration>,
+    flush_points: &BTreeMap<String, usize>,
     seed: u64,
     vms: usize,
     elapsed: Duration,
 ) -> String {
     let failed: Vec<&CaseResult> = results.iter().filter(|r| !r.failures.is_empty()).collect();
+    let (cache, page): (Vec<&CaseResult>, Vec<&CaseResult>) =
+        results.iter().partition(|r| r.case.cache_loss.is_some());
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -482,8 +702,17 @@ pub fn report(
         elapsed.as_secs() / 60,
         elapsed.as_secs() % 60
     );
+    let _ = writeln!(
+        text,
+        "  {:4}  cuts losing the guest's page cache (QEMU killed after a traced syscall):",
+        page.len()
+    );
     for (phase, calibration) in calibrations {
-        let mine: Vec<&CaseResult> = results.iter().filter(|r| &r.case.phase == phase).collect();
+        let mine: Vec<&CaseResult> = page
+            .iter()
+            .copied()
+            .filter(|r| &r.case.phase == phase)
+            .collect();
         let steps = calibration.steps();
         let hit: std::collections::BTreeSet<&str> = mine
             .iter()
@@ -493,19 +722,45 @@ pub fn report(
         let after_end = mine.iter().filter(|r| r.done.is_some()).count();
         let _ = writeln!(
             text,
-            "  {:4}  {phase}: cut after {} of its {} steps, {after_end} after it finished, {} failed",
+            "  {:4}    {phase}: after {} of its {} steps, {after_end} after it finished, {} failed",
             mine.len(),
             hit.len(),
             steps.len(),
             mine.iter().filter(|r| !r.failures.is_empty()).count()
         );
     }
+    if !cache.is_empty() {
+        let _ = writeln!(
+            text,
+            "  {:4}  cuts losing the disk's volatile cache too (dm-log-writes replayed to a flush, \
+             half with some later writes):",
+            cache.len()
+        );
+        for (phase, points) in flush_points {
+            let mine: Vec<&CaseResult> = cache
+                .iter()
+                .copied()
+                .filter(|r| &r.case.phase == phase)
+                .collect();
+            let hit: std::collections::BTreeSet<usize> = mine
+                .iter()
+                .filter_map(|r| r.case.cache_loss)
+                .map(|c| c.0)
+                .collect();
+            let _ = writeln!(
+                text,
+                "  {:4}    {phase}: at {} of its {points} flush points, {} after it finished, {} failed",
+                mine.len(),
+                hit.len(),
+                mine.iter().filter(|r| r.done.is_some()).count(),
+                mine.iter().filter(|r| !r.failures.is_empty()).count()
+            );
+        }
+    }
     let mut known = BTreeMap::<&str, usize>::new();
     for r in results {
         for k in &r.known {
-            *known
-                .entry(k.split(" .fw/").next().unwrap_or(k))
-                .or_default() += 1;
+            *known.entry(k.as_str()).or_default() += 1;
         }
     }
     for (what, count) in known {
@@ -546,7 +801,10 @@ fn children_cpu() -> Duration {
 /// Runs a whole power-cut campaign.
 pub struct Campaign {
     pub phases: Vec<String>,
+    /// Cuts that lose the guest's page cache.
     pub cuts: usize,
+    /// Cuts that lose the disk's volatile cache too.
+    pub cache_cuts: usize,
     pub vms: usize,
     pub seed: u64,
 }
@@ -585,7 +843,7 @@ impl Campaign {
             self.cuts.saturating_sub(regressions.len()),
             self.seed,
         ));
-        let total = cases.len();
+        let total = cases.len() + self.cache_cuts;
         let _ = std::fs::remove_dir_all(lab.work.join("failures"));
         let progress = |r: &CaseResult, n: usize| {
             eprintln!(
@@ -607,10 +865,27 @@ impl Campaign {
         };
         let cpu_before = children_cpu();
         let cutting = Instant::now();
-        let results = lab.cut_all(cases, self.vms, &progress)?;
+        let mut results = lab.cut_all(cases, self.vms, &progress)?;
+        let mut flush_points = BTreeMap::new();
+        if self.cache_cuts > 0 {
+            eprintln!("powercut: logging every write of each phase (dm-log-writes)");
+            let logs = lab.log_all(&self.phases, self.vms, self.seed)?;
+            let barriers: BTreeMap<String, (usize, String)> = logs
+                .iter()
+                .map(|(p, l)| (p.clone(), (l.barriers().len(), l.data.clone())))
+                .collect();
+            for (phase, (points, _)) in &barriers {
+                flush_points.insert(phase.clone(), *points);
+            }
+            let cases = plan::plan_cache_loss(&barriers, self.cache_cuts, self.seed);
+            let offset = results.len();
+            let progress = |r: &CaseResult, n: usize| progress(r, offset + n);
+            results.extend(lab.cache_loss_all(cases, &logs, self.vms, &progress)?);
+        }
         let mut text = report(
             &results,
             &calibrations,
+            &flush_points,
             self.seed,
             self.vms,
             start.elapsed(),
