@@ -55,6 +55,10 @@ pub struct Call {
     pub syscall: String,
     /// The files it changes, as absolute paths in the guest.
     pub paths: Vec<String>,
+    /// An open that creates a name: O_CREAT with O_EXCL or O_TRUNC. (One
+    /// with O_CREAT alone is taken to open a file that exists, as lock
+    /// files are opened: strace cannot tell.)
+    pub creates: bool,
 }
 
 /// The quoted strings and the `<...>` fd annotations of an argument list,
@@ -160,10 +164,14 @@ pub fn parse(line: &str) -> Option<Call> {
         Paths::Path2 => vec![strings.first()?.clone(), strings.get(1)?.clone()],
         Paths::Symlink => vec![strings.get(1)?.clone()],
     };
+    let creates = syscall == "openat"
+        && args.contains("O_CREAT")
+        && (args.contains("O_EXCL") || args.contains("O_TRUNC"));
     Some(Call {
         comm: comm.to_string(),
         syscall: syscall.to_string(),
         paths,
+        creates,
     })
 }
 
@@ -261,30 +269,41 @@ fn parent(path: &str) -> String {
 
 /// The directories whose entries `calls` changed (created, renamed,
 /// linked or removed a name in them) and did not fsync afterwards (nor
-/// sync the whole file system): after a power cut those changes may be
-/// gone, though the program said it was done. The cheap, deterministic
-/// half of what the QEMU cuts find.
-pub fn unsynced_dirs(calls: &[Call]) -> Vec<String> {
-    let mut pending = std::collections::BTreeSet::new();
+/// sync the whole file system), each with the last call that changed it:
+/// after a power cut those changes may be gone, though the program said it
+/// was done. The cheap, deterministic half of what the QEMU cuts find.
+pub fn unsynced(calls: &[Call]) -> Vec<(String, Call)> {
+    let mut pending = std::collections::BTreeMap::<String, Call>::new();
     for call in calls {
         match call.syscall.as_str() {
             "fsync" | "fdatasync" => {
                 pending.remove(&call.paths[0]);
             }
             "syncfs" => pending.clear(),
+            "openat" if !call.creates => {}
             "openat" | "mkdir" | "mkdirat" | "symlink" | "symlinkat" | "unlink" | "unlinkat"
             | "rmdir" => {
-                pending.insert(parent(&call.paths[0]));
+                // A directory removed needs no sync of its own entries.
+                let gone = &call.paths[0];
+                if matches!(call.syscall.as_str(), "unlinkat" | "rmdir") {
+                    pending.retain(|d, _| d != gone && !d.starts_with(&format!("{gone}/")));
+                }
+                pending.insert(parent(gone), call.clone());
             }
             "link" | "linkat" | "rename" | "renameat" | "renameat2" => {
                 for path in &call.paths {
-                    pending.insert(parent(path));
+                    pending.insert(parent(path), call.clone());
                 }
             }
             _ => {}
         }
     }
     pending.into_iter().collect()
+}
+
+/// [`unsynced`], the directories only.
+pub fn unsynced_dirs(calls: &[Call]) -> Vec<String> {
+    unsynced(calls).into_iter().map(|(dir, _)| dir).collect()
 }
 
 #[cfg(test)]
@@ -358,11 +377,23 @@ mod tests {
             r#"1<a> symlinkat("/x", 4</d/e>, ".f.tmp") = 0"#,
             r#"1<a> renameat2(4</d/e>, ".f.tmp", 4</d/e>, "f", 0) = 0"#,
             r#"1<a> fsync(4</d/e>) = 0"#,
-            r#"1<a> openat(5</g>, "h", O_WRONLY|O_CREAT, 0644) = 6</g/h>"#,
+            r#"1<a> openat(5</g>, "h", O_WRONLY|O_CREAT|O_EXCL, 0644) = 6</g/h>"#,
+            // Opening a lock file that exists changes nothing.
+            r#"1<a> openat(AT_FDCWD</>, "/l/lock", O_WRONLY|O_CREAT|O_APPEND, 0644) = 7</l/lock>"#,
         ];
         let calls: Vec<Call> = trace.iter().filter_map(|l| parse(l)).collect();
-        assert_eq!(calls.len(), 5);
+        assert_eq!(calls.len(), 6);
         assert_eq!(unsynced_dirs(&calls), vec!["/d", "/g"]);
+        // Removing a directory drops what was pending in it.
+        let removed: Vec<Call> = trace
+            .iter()
+            .chain(&[
+                r#"1<a> unlinkat(5</g>, "h", 0) = 0"#,
+                r#"1<a> rmdir("/g") = 0"#,
+            ])
+            .filter_map(|l| parse(l))
+            .collect();
+        assert_eq!(unsynced_dirs(&removed), vec!["/", "/d"]);
         let synced: Vec<Call> = trace
             .iter()
             .chain(&[r#"1<a> syncfs(3</d>) = 0"#])
