@@ -143,6 +143,18 @@ impl Log {
             .position(|e| e.mark.as_deref() == Some(name))
     }
 
+    /// A random subset (by `seed`) of the writes after entry `upto` that no
+    /// flush covers yet: those before the next flush or FUA write. (A
+    /// subset reaching past it would be a state no disk leaves: the
+    /// journal's tail moved on without the writes it waited for.)
+    pub fn some_unflushed(&self, upto: usize, seed: u64) -> Vec<usize> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (upto + 1..self.entries.len())
+            .take_while(|&i| !self.entries[i].is_barrier())
+            .filter(|&i| self.entries[i].is_write() && rng.bool())
+            .collect()
+    }
+
     /// Writes the entries `upto` (all before it, and it) and then `extra`
     /// onto `disk`: the disk as the log's device held it before, made what
     /// a power cut then leaves.
@@ -236,6 +248,15 @@ mod tests {
         assert_eq!(&bytes[512..1024], &a[..]);
         assert!(bytes[1024..2560].iter().all(|&x| x == 0), "b was lost");
         assert_eq!(&bytes[2560..3072], &c[..]);
+
+        // The writes a cut after the first flush may keep: only b and c,
+        // never past the second flush.
+        for seed in 0..20 {
+            let some = log.some_unflushed(2, seed);
+            assert!(some.iter().all(|&i| i == 3 || i == 4), "{some:?}");
+        }
+        assert!((0..20).any(|seed| log.some_unflushed(2, seed).len() == 2));
+        assert!(log.some_unflushed(5, 1).is_empty());
 
         // A log cut short, or not a log, is refused.
         let short = tmp.join("short");

@@ -114,11 +114,12 @@ impl FromStr for Case {
     }
 }
 
-/// The cases of a regressions file: one a line, `#` starts a comment.
+/// The cases of a regressions file: one a line, its first word; a line
+/// that starts with `#` is a comment, and so is what follows the case.
 pub fn regressions(text: &str) -> anyhow::Result<Vec<Case>> {
     text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
         .map(|l| l.parse().with_context(|| format!("regressions: {l}")))
         .collect()
 }

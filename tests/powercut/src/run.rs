@@ -560,21 +560,7 @@ impl Lab {
         let (barrier, subset) = case.cache_loss.context("not a disk-cache case")?;
         let points = logged.barriers();
         let upto = points[barrier.min(points.len() - 1)];
-        // Writes after the flush that the cache may have written anyway.
-        let next = points
-            .iter()
-            .copied()
-            .find(|&p| p > upto)
-            .unwrap_or(logged.log.entries.len());
-        let extra: Vec<usize> = match subset {
-            Some(seed) => {
-                let mut rng = fastrand::Rng::with_seed(seed);
-                (upto + 1..next)
-                    .filter(|&i| logged.log.entries[i].is_write() && rng.bool())
-                    .collect()
-            }
-            None => Vec::new(),
-        };
+        let extra = subset.map_or(Vec::new(), |seed| logged.log.some_unflushed(upto, seed));
         let image = dir.join("replayed.img");
         vm::copy_disk(&self.template(&case.phase), &image)?;
         logged.log.replay(&image, upto, &extra)?;
@@ -833,10 +819,11 @@ impl Campaign {
                 c.total_ms
             );
         }
-        let regressions: Vec<Case> = plan::regressions(REGRESSIONS)?
-            .into_iter()
-            .filter(|c| self.phases.contains(&c.phase))
-            .collect();
+        let (cache_regressions, regressions): (Vec<Case>, Vec<Case>) =
+            plan::regressions(REGRESSIONS)?
+                .into_iter()
+                .filter(|c| self.phases.contains(&c.phase))
+                .partition(|c| c.cache_loss.is_some());
         let mut cases = regressions.clone();
         cases.extend(plan::plan(
             &calibrations,
@@ -877,7 +864,12 @@ impl Campaign {
             for (phase, (points, _)) in &barriers {
                 flush_points.insert(phase.clone(), *points);
             }
-            let cases = plan::plan_cache_loss(&barriers, self.cache_cuts, self.seed);
+            let mut cases = cache_regressions.clone();
+            cases.extend(plan::plan_cache_loss(
+                &barriers,
+                self.cache_cuts.saturating_sub(cache_regressions.len()),
+                self.seed,
+            ));
             let offset = results.len();
             let progress = |r: &CaseResult, n: usize| progress(r, offset + n);
             results.extend(lab.cache_loss_all(cases, &logs, self.vms, &progress)?);
