@@ -454,6 +454,37 @@ impl Target {
         Ok(removed)
     }
 
+    /// Takes a version out of the target by one rename (into `.fw/staging`,
+    /// made durable) before removing its files: a power cut never leaves a
+    /// half-removed version under its name (the power cuts of
+    /// tests/powercut found one), and what is left in staging, recover
+    /// removes.
+    fn remove_version(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let staging = fw_core::target::staging_dir(&self.root);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| Error::io(staging.display(), e))?;
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let doomed = staging.join(format!("removing-{name}-{}", std::process::id()));
+        std::fs::rename(dir, &doomed)
+            .or_else(|e| {
+                // Moving a directory rewrites its `..`: it must be writable.
+                if e.kind() != std::io::ErrorKind::PermissionDenied {
+                    return Err(e);
+                }
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                std::fs::rename(dir, &doomed)
+            })
+            .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        sync_dir(&self.root)?;
+        sync_dir(&staging)?;
+        remove_tree(&doomed)?;
+        sync_dir(&staging)
+    }
+
     /// `clean --keep N`: removes versions beyond the N newest, never one a
     /// link names; and dead staging directories. Returns (removed version
     /// names, bytes freed).
@@ -479,7 +510,7 @@ impl Target {
             freed += manifest_of(&dir)
                 .map(|(m, _)| unshared_bytes(&dir, &m))
                 .unwrap_or(0);
-            remove_tree(&dir)?;
+            self.remove_version(&dir)?;
             removed.push(
                 dir.file_name()
                     .unwrap_or_default()

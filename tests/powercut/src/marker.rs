@@ -201,8 +201,8 @@ fn tree_rest(rest: &[&str]) -> String {
 }
 
 /// The step class of a path on the disk: `T` the target, `S` a staging
-/// tree, `V` a version directory, `C` the test's control files, `E` the
-/// link-tree destination.
+/// tree, `V` a version directory, `R` a version being removed, `C` the
+/// test's control files, `E` the link-tree destination.
 pub fn path_class(path: &str) -> String {
     let Some(rest) = path.strip_prefix("/mnt/") else {
         return path.to_string();
@@ -214,6 +214,10 @@ pub fn path_class(path: &str) -> String {
             format!("S/V{}", tree_rest(more))
         }
         ["t", ".fw", "staging", unpack] if unpack.starts_with("unpack-") => "S".into(),
+        // A version on its way out (fw-switch clean).
+        ["t", ".fw", "staging", doomed, more @ ..] if doomed.starts_with("removing-") => {
+            format!("R{}", tree_rest(more))
+        }
         ["t", ".fw", more @ ..] => {
             let mut out = "T/.fw".to_string();
             for (i, p) in more.iter().enumerate() {
@@ -413,5 +417,7 @@ mod tests {
             "S/V/*/.fw-link-*"
         );
         assert_eq!(path_class("/mnt/etc/app/conf"), "E/*");
+        assert_eq!(path_class("/mnt/t/.fw/staging/removing-fw-12/lib/x"), "R/*");
+        assert_eq!(path_class("/mnt/t/.fw/staging/removing-fw-12"), "R");
     }
 }
