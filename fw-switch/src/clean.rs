@@ -97,10 +97,35 @@ impl Target {
         Ok(removed)
     }
 
-    /// Removes a version directory and any failed mark it had.
+    /// Removes a version directory and any failed mark it had. The version
+    /// leaves the target by one rename (into `.fw/staging`, made durable)
+    /// before its files are removed: a power cut never leaves a
+    /// half-removed version under its name (the power cuts of
+    /// tests/powercut found one), and what a cut leaves in staging,
+    /// recover removes.
     pub fn remove_version(&self, dir: &Path) -> Result<()> {
-        remove_tree(dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        let staging = fw_core::target::staging_dir(&self.root);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| Error::io(staging.display(), e))?;
+        let doomed = staging.join(format!("removing-{}-{}", dir_name(dir), std::process::id()));
+        std::fs::rename(dir, &doomed)
+            .or_else(|e| {
+                // Moving a directory rewrites its `..`: it must be writable.
+                if e.kind() != std::io::ErrorKind::PermissionDenied {
+                    return Err(e);
+                }
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                std::fs::rename(dir, &doomed)
+            })
+            .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
         sync_dir(&self.root)?;
+        sync_dir(&staging)?;
+        remove_tree(&doomed)?;
+        sync_dir(&staging)?;
         Failed::unmark(&self.root, &dir_name(dir))
     }
 

@@ -16,7 +16,8 @@ pub struct LinkTreeReport {
 
 /// Fussy's link-tree: symlinks every file and symlink under `src` into
 /// `dest`, creating directories; a path already linked right is left
-/// alone; a real file or other link is replaced only with `force`.
+/// alone; a real file or other link is replaced only with `force`. Every
+/// directory it changed is fsynced before it returns.
 pub fn link_tree(src: &Path, dest: &Path, force: bool) -> Result<LinkTreeReport> {
     if !src.is_dir() {
         return Err(Error::usage(format!(
@@ -32,6 +33,9 @@ pub fn link_tree(src: &Path, dest: &Path, force: bool) -> Result<LinkTreeReport>
             .join(src)
     };
     let mut report = LinkTreeReport::default();
+    // Directories whose entries changed: fsynced at the end, so that what
+    // the report says is linked survives a power cut.
+    let mut changed = std::collections::BTreeSet::<PathBuf>::new();
     for entry in walkdir::WalkDir::new(&src_abs)
         .min_depth(1)
         .follow_links(false)
@@ -53,6 +57,8 @@ pub fn link_tree(src: &Path, dest: &Path, force: bool) -> Result<LinkTreeReport>
                         std::fs::remove_file(&out).map_err(|e| Error::io(out.display(), e))?;
                     }
                     std::fs::create_dir_all(&out).map_err(|e| Error::io(out.display(), e))?;
+                    changed.extend(out.parent().map(Path::to_path_buf));
+                    changed.insert(out);
                     report.dirs_created += 1;
                 }
             }
@@ -82,9 +88,13 @@ pub fn link_tree(src: &Path, dest: &Path, force: bool) -> Result<LinkTreeReport>
                 std::os::unix::fs::symlink(&link_to, &tmp)
                     .and_then(|()| std::fs::rename(&tmp, &out))
                     .map_err(|e| Error::io(out.display(), e))?;
+                changed.extend(out.parent().map(Path::to_path_buf));
                 report.linked += 1;
             }
         }
+    }
+    for dir in &changed {
+        fw_core::target::sync_dir(dir)?;
     }
     Ok(report)
 }
