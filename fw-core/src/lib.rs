@@ -10,6 +10,7 @@ pub mod lock;
 pub mod log;
 pub mod manifest;
 pub mod progress;
+pub mod proof;
 pub mod target;
 pub mod trust;
 pub mod verified;
