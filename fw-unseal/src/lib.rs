@@ -6,10 +6,21 @@
 //! OpenPGP proves a signature only at the end of a message, so bytes flow
 //! before the verdict; the last [`HOLD_BACK`] bytes (always past the gzip
 //! trailer) are written only after the signature and the MDC verified.
-//! fw-unpack refuses a gzip stream without its trailer, so nothing
-//! downstream completes on bytes that did not verify. With `spool`,
-//! nothing at all is written before the verdict.
+//! The output is framed by fw-unseal's proof (fw-core's `proof` module):
+//! before the first byte, a gzip member announcing the one-pass signature
+//! of a trusted key (a message without one is refused before a byte is
+//! written), and after the last, once everything verified, a member
+//! carrying the signature. fw-unpack checks that signature over exactly
+//! the bytes between before it reports success, so nothing downstream
+//! completes on bytes that did not verify, even when a shell ignores this
+//! tool's exit status. With `spool`, nothing at all is written before the
+//! verdict.
+//!
+//! Before the verdict, what a message may make this tool do is bounded:
+//! no compression layer, bounded counts of session keys and signatures
+//! (fw-core's trust helper), armor lines of at most [`armor::MAX_LINE`].
 
+mod armor;
 pub mod cli;
 mod seipd;
 
@@ -22,6 +33,7 @@ use openpgp::policy::StandardPolicy;
 use sequoia_openpgp as openpgp;
 
 use fw_core::keyring::Keyring;
+use fw_core::proof;
 use fw_core::trust::{self, Signer, TrustHelper};
 use fw_core::{Error, Result};
 
@@ -40,13 +52,33 @@ pub struct Unsealed {
 }
 
 /// Where verified bytes go: straight out, holding back the tail, or all
-/// spooled until the end.
+/// spooled until the end; framed by the proof's two members.
 enum Sink<W: Write> {
-    HoldBack { out: W, tail: VecDeque<u8> },
-    Spool { out: W, spool: std::fs::File },
+    HoldBack {
+        out: W,
+        tail: VecDeque<u8>,
+    },
+    Spool {
+        out: W,
+        spool: std::fs::File,
+        head: Vec<u8>,
+    },
 }
 
 impl<W: Write> Sink<W> {
+    /// Writes (or, spooling, keeps) the member that opens the output.
+    fn start(&mut self, member: Vec<u8>) -> Result<()> {
+        match self {
+            Sink::HoldBack { out, .. } => {
+                out.write_all(&member).map_err(|e| Error::io("stdout", e))
+            }
+            Sink::Spool { head, .. } => {
+                *head = member;
+                Ok(())
+            }
+        }
+    }
+
     fn accept(&mut self, chunk: &[u8]) -> Result<()> {
         match self {
             Sink::HoldBack { out, tail } => {
@@ -68,27 +100,42 @@ impl<W: Write> Sink<W> {
         }
     }
 
-    /// Called only once the message verified.
-    fn release(self) -> Result<()> {
+    /// Called only once the message verified: the rest, then `proof`.
+    fn release(self, proof: &[u8]) -> Result<()> {
         match self {
             Sink::HoldBack { mut out, tail } => {
                 let (front, back) = tail.as_slices();
                 out.write_all(front)
                     .and_then(|()| out.write_all(back))
+                    .and_then(|()| out.write_all(proof))
                     .and_then(|()| out.flush())
                     .map_err(|e| Error::io("stdout", e))
             }
-            Sink::Spool { mut out, mut spool } => {
+            Sink::Spool {
+                mut out,
+                mut spool,
+                head,
+            } => {
                 spool
                     .seek(io::SeekFrom::Start(0))
                     .map_err(|e| Error::io("the spool file", e))?;
-                io::copy(&mut spool, &mut out)
-                    .and_then(|_| out.flush())
+                out.write_all(&head)
+                    .and_then(|()| io::copy(&mut spool, &mut out))
+                    .and_then(|_| out.write_all(proof))
+                    .and_then(|()| out.flush())
                     .map_err(|e| Error::io("stdout", e))?;
                 Ok(())
             }
         }
     }
+}
+
+fn member(subfield: [u8; 2], payload: &[u8]) -> Result<Vec<u8>> {
+    fw_gz::tagged_member(subfield, payload).map_err(|e| {
+        Error::security(format!(
+            "the package's signature cannot be forwarded to fw-unpack: {e}"
+        ))
+    })
 }
 
 /// Unseals `input` into `output`. On error, the held-back tail (or, with
@@ -113,6 +160,15 @@ where
     if prefix.is_empty() {
         return Err(Error::invalid("stdin is empty: pipe an fw package in"));
     }
+    if prefix
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN PGP SIGNED MESSAGE")
+    {
+        return Err(Error::invalid(
+            "stdin is a cleartext-signed message, not an fw package: give a package made by \
+             fw-sign pack",
+        ));
+    }
     if !trust::looks_like_openpgp(&prefix) {
         let hint = if prefix.starts_with(&[0x1f, 0x8b]) {
             " (it is gzip data: was it unsealed already?)"
@@ -130,6 +186,7 @@ where
         Sink::Spool {
             out: output,
             spool: file,
+            head: Vec::new(),
         }
     } else {
         Sink::HoldBack {
@@ -142,7 +199,22 @@ where
     let outcome = helper.outcome();
     let policy = StandardPolicy::new();
     let encrypted = seipd::starts_encrypted(&prefix);
-    let input = io::Cursor::new(prefix).chain(input);
+    let armored = prefix.trim_ascii_start().starts_with(b"-----BEGIN");
+    let (input, long_line) = armor::LineBound::new(io::Cursor::new(prefix).chain(input), armored);
+    let line_error = || {
+        Error::invalid(format!(
+            "an armored package has a line longer than {} bytes (armor lines are at most 76): \
+             not an fw package",
+            armor::MAX_LINE
+        ))
+    };
+    let tripped = |err: Error| {
+        if long_line.load(std::sync::atomic::Ordering::SeqCst) {
+            line_error()
+        } else {
+            err
+        }
+    };
     // Encrypted (binary) packages: the encryption layer is read by
     // seipd.rs (plain SHA-1 for the MDC; see there), the signed message
     // inside by sequoia's verifier. Anything else: sequoia's decryptor.
@@ -166,8 +238,20 @@ where
     };
     let mut reader = match reader {
         Ok(r) => r,
-        Err(e) => return Err(outcome.borrow_mut().error_for(e)),
+        Err(e) => {
+            return Err(match e.downcast::<seipd::Refused>() {
+                Ok(refused) => refused.0,
+                Err(e) => tripped(outcome.borrow_mut().error_for(e)),
+            })
+        }
     };
+    // The signature to prove: a one-pass signature by a trusted key,
+    // announced before the first byte of plaintext.
+    let announced = proof::announcement(&outcome.borrow(), keyring)?;
+    sink.start(member(
+        fw_gz::ANNOUNCE,
+        &proof::announce_bytes(&announced)?,
+    )?)?;
 
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
@@ -176,7 +260,7 @@ where
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(outcome.borrow_mut().error_for(e)),
+            Err(e) => return Err(tripped(outcome.borrow_mut().error_for(e))),
         };
         bytes += n as u64;
         sink.accept(&buf[..n])?;
@@ -198,7 +282,11 @@ where
             None => return Err(outcome.error_for("no signature was checked")),
         }
     };
-    sink.release()?;
+    let proof = member(
+        fw_gz::PROOF,
+        &proof::proof_bytes(&outcome.borrow(), &announced)?,
+    )?;
+    sink.release(&proof)?;
     Ok(Unsealed {
         signer,
         decrypted_with,
