@@ -88,7 +88,11 @@ pub fn tagged_member(subfield: [u8; 2], payload: &[u8]) -> io::Result<Vec<u8>> {
 /// Reads the rest of a tagged member after its header: it must be empty.
 pub(crate) fn finish_tagged(input: &mut impl Read, at: u64) -> io::Result<()> {
     let mut tail = Vec::new();
-    crate::read_up_to(input, EMPTY_TAIL.len(), &mut tail)?;
+    if crate::read_up_to(input, EMPTY_TAIL.len(), &mut tail)? < EMPTY_TAIL.len() {
+        return Err(layout_error(format!(
+            "gzip member at byte {at}: the stream ends inside a proof member (truncated)"
+        )));
+    }
     if tail != EMPTY_TAIL {
         return Err(layout_error(format!(
             "gzip member at byte {at}: a proof member that is not empty"

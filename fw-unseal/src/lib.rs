@@ -370,6 +370,23 @@ mod tests {
         )
     }
 
+    /// The members around the plaintext: (subfield, payload, length).
+    fn tagged(member: &[u8]) -> ([u8; 2], &[u8], usize) {
+        let xlen = u16::from_le_bytes([member[10], member[11]]) as usize;
+        let len = u16::from_le_bytes([member[14], member[15]]) as usize;
+        (
+            [member[12], member[13]],
+            &member[16..16 + len],
+            12 + xlen + 10,
+        )
+    }
+
+    /// Nothing, or exactly the announcement member.
+    fn only_announced(out: &[u8]) -> bool {
+        out.is_empty()
+            || (out.len() > 16 && tagged(out).0 == fw_gz::ANNOUNCE && tagged(out).2 == out.len())
+    }
+
     #[test]
     fn round_trip_signed_and_encrypted() {
         let keys = keys();
@@ -377,9 +394,136 @@ mod tests {
             let package = pack(&keys, encrypt);
             for spool in [false, true] {
                 let out = unseal_bytes(&device_keyring(&keys), &package, spool).unwrap();
-                assert_eq!(&out[..2], &[0x1f, 0x8b], "gzip magic");
+                // The announcement, the tar.gz, the proof.
+                let (id, payload, head) = tagged(&out);
+                assert_eq!(id, fw_gz::ANNOUNCE);
+                let ops = openpgp::Packet::from_bytes(payload).unwrap();
+                assert!(matches!(ops, openpgp::Packet::OnePassSig(_)), "{ops:?}");
+                // The proof: the member that ends exactly at the end.
+                let proof_at = (head..out.len() - 26)
+                    .rev()
+                    .find(|&at| {
+                        out[at..].starts_with(&[0x1f, 0x8b, 8, 4])
+                            && at + tagged(&out[at..]).2 == out.len()
+                    })
+                    .expect("a proof member at the end");
+                let (id, payload, len) = tagged(&out[proof_at..]);
+                assert_eq!((id, proof_at + len), (fw_gz::PROOF, out.len()));
+                let sig = openpgp::Packet::from_bytes(payload).unwrap();
+                assert!(matches!(sig, openpgp::Packet::Signature(_)), "{sig:?}");
+                let tar_gz = &out[head..proof_at];
+                let mut tar = Vec::new();
+                flate2::read::MultiGzDecoder::new(tar_gz)
+                    .read_to_end(&mut tar)
+                    .unwrap();
+                assert!(tar.windows(14).any(|w| w == b"firmware/bin/a"), "the tar");
             }
         }
+    }
+
+    /// A message signed by the vendor, in `layers` of compression.
+    fn compressed_message(keys: &Keys, encrypt: bool, layers: usize, data: &[u8]) -> Vec<u8> {
+        use openpgp::serialize::stream::{Compressor, Encryptor, LiteralWriter, Message, Signer};
+        let (signer, _) = fw_sign::keys::signing_keypair(&keys.vendor_key).unwrap();
+        let device = [(
+            keys.device_cert_file.clone(),
+            keys.device.clone().strip_secret_key_material(),
+        )];
+        let mut out = Vec::new();
+        let mut message = Message::new(&mut out);
+        if encrypt {
+            let recipients = fw_sign::keys::recipients(&device).unwrap();
+            message = Encryptor::for_recipients(message, recipients)
+                .build()
+                .unwrap();
+        }
+        message = Signer::new(message, signer).unwrap().build().unwrap();
+        for _ in 0..layers {
+            message = Compressor::new(message).build().unwrap();
+        }
+        let mut literal = LiteralWriter::new(message).build().unwrap();
+        literal.write_all(data).unwrap();
+        literal.finalize().unwrap();
+        out
+    }
+
+    #[test]
+    fn refuses_a_compression_layer_before_writing_a_byte() {
+        let keys = keys();
+        let data = vec![0u8; 4 << 20];
+        for encrypt in [false, true] {
+            assert!(unseal_bytes(
+                &device_keyring(&keys),
+                &compressed_message(&keys, encrypt, 0, &data),
+                false
+            )
+            .is_ok());
+            for layers in [1, 2] {
+                let message = compressed_message(&keys, encrypt, layers, &data);
+                let mut out = Vec::new();
+                let err = unseal(
+                    &device_keyring(&keys),
+                    io::Cursor::new(message),
+                    &mut out,
+                    false,
+                )
+                .unwrap_err();
+                assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+                assert!(err.message.contains("compression"), "{}", err.message);
+                assert!(out.is_empty(), "encrypted {encrypt}, {layers} layers");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_an_unsigned_message_before_writing_a_byte() {
+        use openpgp::serialize::stream::{LiteralWriter, Message};
+        let keys = keys();
+        let mut message = Vec::new();
+        let mut literal = LiteralWriter::new(Message::new(&mut message))
+            .build()
+            .unwrap();
+        literal.write_all(&[7u8; 3 << 20]).unwrap();
+        literal.finalize().unwrap();
+        let mut out = Vec::new();
+        let err = unseal(
+            &device_keyring(&keys),
+            io::Cursor::new(message),
+            &mut out,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+        assert!(err.message.contains("not signed"), "{}", err.message);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn tries_few_session_keys() {
+        let keys = keys();
+        let package = pack(&keys, true);
+        // The package's PKESK (new format, one-octet length), and a copy
+        // whose wrapped key is damaged: it names the device key, and
+        // fails to decrypt.
+        assert_eq!(package[0], 0xc1);
+        let len = 2 + package[1] as usize;
+        let (pkesk, rest) = package.split_at(len);
+        let mut bogus = pkesk.to_vec();
+        bogus[len - 1] ^= 0x01;
+        for (copies, code, why) in [
+            (100, fw_core::ExitCode::Security, "no secret key"),
+            (5000, fw_core::ExitCode::Invalid, "more than"),
+        ] {
+            let message = [bogus.repeat(copies), pkesk.to_vec(), rest.to_vec()].concat();
+            let started = std::time::Instant::now();
+            let err = unseal_bytes(&device_keyring(&keys), &message, false).unwrap_err();
+            assert_eq!(err.code, code, "{copies}: {}", err.message);
+            assert!(err.message.contains(why), "{copies}: {}", err.message);
+            // 16 attempts at most, not one per copy.
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+        let message = [bogus.repeat(3), pkesk.to_vec(), rest.to_vec()].concat();
+        assert!(unseal_bytes(&device_keyring(&keys), &message, false).is_ok());
     }
 
     #[test]
@@ -425,8 +569,9 @@ mod tests {
                     err.code,
                     err.message
                 );
-                // The package is far smaller than the hold-back: nothing came out.
-                assert!(out.is_empty(), "encrypted {encrypt}, byte {at}");
+                // The package is far smaller than the hold-back: no plaintext
+                // came out, at most the announcement, and never the proof.
+                assert!(only_announced(&out), "encrypted {encrypt}, byte {at}");
             }
         }
     }
