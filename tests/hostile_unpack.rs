@@ -9,7 +9,12 @@
 //! The archives are built from a real package (fw-sign pack | fw-unseal):
 //! it is parsed, then re-written entry by entry by a small raw tar writer
 //! below, which can say what the tar crate's builder refuses to (`..`,
-//! absolute names, PAX and GNU long-name records, device nodes).
+//! absolute names, PAX and GNU long-name records, device nodes). A
+//! manifest changed by a case is signed again by the test vendor key, and
+//! every archive is signed and passed through fw-unseal, so that it carries
+//! fw-unseal's proof: each hostile archive is refused for its own reason,
+//! not for lacking a signature. The refusals for a missing or wrong proof
+//! or manifest signature have cases of their own.
 //!
 //! Every case runs in a fresh temporary directory ROOT holding the target
 //! (ROOT/target), a canary directory beside it (ROOT/canary, with a file
@@ -281,7 +286,12 @@ fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
 // The real package, parsed once.
 
 struct Base {
-    /// The tar.gz exactly as fw-unseal wrote it.
+    /// The vendor's secret key and certificate.
+    vendor_key: Vec<u8>,
+    vendor_cert: Vec<u8>,
+    /// Exactly what fw-unseal wrote: the tar.gz within its proof.
+    unsealed: Vec<u8>,
+    /// The tar.gz the vendor signed.
     tar_gz: Vec<u8>,
     /// Its decompressed tar stream.
     raw_tar: Vec<u8>,
@@ -308,11 +318,12 @@ fn base() -> &'static Base {
                 .arg(&tree),
             b"",
         ));
-        let tar_gz = ok(run(
+        let unsealed = ok(run(
             fw("fw-unseal").arg("--keyring").arg(&keys.keyring),
             &package,
         ));
-        assert!(is_complete_gzip(&tar_gz));
+        assert!(is_complete_gzip(&unsealed));
+        let tar_gz = without_proof(&unsealed).to_vec();
         let mut raw_tar = Vec::new();
         flate2::read::MultiGzDecoder::new(&tar_gz[..])
             .read_to_end(&mut raw_tar)
@@ -342,6 +353,9 @@ fn base() -> &'static Base {
         let manifest_ent = ents.pop().unwrap();
         let manifest: Value = serde_json::from_slice(&manifest_ent.data).unwrap();
         Base {
+            vendor_key: std::fs::read(&keys.vendor_key).unwrap(),
+            vendor_cert: std::fs::read(&keys.vendor_cert).unwrap(),
+            unsealed,
             tar_gz,
             raw_tar,
             manifest_json: manifest_ent.data.clone(),
@@ -431,6 +445,13 @@ impl Base {
         e
     }
 
+    /// The signature entry for a manifest of `json`, by the vendor.
+    fn sig_of(&self, json: &[u8]) -> Ent {
+        let mut e = self.sig_ent.clone();
+        e.data = sign_detached(&self.vendor_key, json);
+        e
+    }
+
     /// The sample's tree entries with `extra` appended.
     fn tree_plus(&self, extra: Vec<Ent>) -> Vec<Ent> {
         let mut tree = self.tree.clone();
@@ -440,10 +461,8 @@ impl Base {
 
     /// A tar.gz: manifest (the sample's plus `listed`), signature, `tree`.
     fn package(&self, listed: &[Value], tree: Vec<Ent>) -> Vec<u8> {
-        let mut all = vec![
-            self.manifest_with_json(&self.manifest_plus(listed)),
-            self.sig_ent.clone(),
-        ];
+        let json = self.manifest_plus(listed);
+        let mut all = vec![self.manifest_with_json(&json), self.sig_of(&json)];
         all.extend(tree);
         gz(&tar_bytes(&all))
     }
@@ -475,6 +494,8 @@ struct Ctx {
     target: PathBuf,
     canary: PathBuf,
     outside: PathBuf,
+    /// The device's keyring: the vendor's certificate.
+    keyring: PathBuf,
 }
 
 impl Ctx {
@@ -489,12 +510,16 @@ impl Ctx {
         std::fs::write(canary.join("secret"), b"canary secret\n").unwrap();
         std::fs::write(canary.join("sub/file"), b"canary file\n").unwrap();
         std::fs::create_dir(&outside).unwrap();
+        let keyring = root.join("keyring");
+        std::fs::create_dir(&keyring).unwrap();
+        std::fs::write(keyring.join("vendor.asc"), &base().vendor_cert).unwrap();
         Ctx {
             _tmp: tmp,
             root,
             target,
             canary,
             outside,
+            keyring,
         }
     }
 
@@ -507,11 +532,25 @@ impl Ctx {
         self.target.join(".fw/staging")
     }
 
+    /// fw-unpack on `input` signed by the vendor and passed through
+    /// fw-unseal: with its proof.
     fn unpack(&self, args: &[&str], input: &[u8]) -> Output {
-        run(
-            fw("fw-unpack").arg("--target").arg(&self.target).args(args),
-            input,
-        )
+        self.unpack_raw(args, &seal(&base().vendor_key, &self.keyring, input))
+    }
+
+    /// fw-unpack on `input` as it is.
+    fn unpack_raw(&self, args: &[&str], input: &[u8]) -> Output {
+        run(&mut self.unpack_cmd(args), input)
+    }
+
+    fn unpack_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = fw("fw-unpack");
+        cmd.arg("--keyring")
+            .arg(&self.keyring)
+            .arg("--target")
+            .arg(&self.target)
+            .args(args);
+        cmd
     }
 
     /// What the staging directory holds (nothing if it is absent).
@@ -807,8 +846,11 @@ fn valid_package_unpacks_exactly() {
     let boundary = (512 + base.manifest_json.len()).div_ceil(512) * 512;
     let blocks: Vec<&[u8]> = raw.chunks(512).collect();
     let whole = raw.len().to_string();
+    let ctx = Ctx::new();
+    let out = ctx.unpack_raw(&[], &base.unsealed);
+    expect_unpacked("as fw-unseal wrote it", &ctx, base, out);
     let cases: Vec<(&str, Vec<&str>, Vec<u8>)> = vec![
-        ("as fw-unseal wrote it", vec![], base.tar_gz.clone()),
+        ("the tar.gz fw-unseal verified", vec![], base.tar_gz.clone()),
         ("rebuilt by this test's tar writer", vec![], gz(&rebuilt)),
         (
             "with --max-bytes as large as the whole tar",
@@ -1650,7 +1692,10 @@ fn refuses_a_missing_or_misplaced_manifest() {
             "a manifest that is not JSON",
             vec!["manifest"],
             cat(vec![
-                vec![base.manifest_with_json(b"this is not json\n"), s()],
+                vec![
+                    base.manifest_with_json(b"this is not json\n"),
+                    base.sig_of(b"this is not json\n"),
+                ],
                 t(),
             ]),
         ),
@@ -1659,7 +1704,10 @@ fn refuses_a_missing_or_misplaced_manifest() {
             let entries = manifest["entries"].as_array_mut().unwrap();
             entries.insert(1, base.m_file("../escaped-manifest"));
             let json = serde_json::to_vec_pretty(&manifest).unwrap();
-            cat(vec![vec![base.manifest_with_json(&json), s()], t()])
+            cat(vec![
+                vec![base.manifest_with_json(&json), base.sig_of(&json)],
+                t(),
+            ])
         }),
         (
             "a manifest under another top-level name",
@@ -1752,7 +1800,7 @@ fn refuses_more_than_max_bytes() {
             let manifest = base.manifest_plus(&[listed]);
             let mut head = Vec::new();
             encode(&base.manifest_with_json(&manifest), &mut head);
-            encode(&base.sig_ent, &mut head);
+            encode(&base.sig_of(&manifest), &mut head);
             for e in &base.tree {
                 encode(e, &mut head);
             }
@@ -1892,9 +1940,8 @@ fn interrupt_while_reading(signal: &str) {
     enc.flush().unwrap();
     let prefix = enc.get_ref().clone();
 
-    let mut child = fw("fw-unpack")
-        .arg("--target")
-        .arg(&ctx.target)
+    let mut child = ctx
+        .unpack_cmd(&[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

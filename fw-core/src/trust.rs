@@ -107,6 +107,8 @@ impl Outcome {
     /// builder: the rule's own verdict when it gave one.
     pub fn error_for(&mut self, err: impl std::fmt::Display) -> Error {
         self.failure.take().unwrap_or_else(|| {
+            // One line: sequoia's messages may span several.
+            let err = err.to_string().replace('\n', "; ");
             Error::security(format!(
                 "the package did not verify ({err}): it is truncated, corrupt or tampered \
                  with; fetch it again from your vendor"
