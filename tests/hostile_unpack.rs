@@ -651,10 +651,23 @@ fn expect_refused(
     names: &[&str],
     build: impl FnOnce(&Ctx) -> Vec<u8>,
 ) -> String {
+    check_refused(case, code, names, |ctx| {
+        let input = build(ctx);
+        ctx.unpack(args, &input)
+    })
+}
+
+/// As `expect_refused`, for fw-unpack run by `unpack` in a fresh world.
+#[track_caller]
+fn check_refused(
+    case: &str,
+    code: i32,
+    names: &[&str],
+    unpack: impl FnOnce(&Ctx) -> Output,
+) -> String {
     let ctx = Ctx::new();
-    let input = build(&ctx);
     let canary_before = snapshot(&ctx.canary);
-    let out = ctx.unpack(args, &input);
+    let out = unpack(&ctx);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // Shown with --nocapture, to review what each refusal says.
     eprintln!("{case}: {:?}: {}", out.status, stderr.trim_end());
@@ -2040,4 +2053,221 @@ fn sigterm_while_reading_leaves_nothing_behind() {
 fn sigint_and_sighup_while_reading_leave_nothing_behind() {
     interrupt_while_reading("INT");
     interrupt_while_reading("HUP");
+}
+
+// ---------------------------------------------------------------------------
+// fw-unseal's proof and the manifest's signature.
+
+/// Nothing is trusted without fw-unseal's proof over exactly the bytes
+/// read: each of these archives is otherwise the valid package, and is
+/// refused with exit 4.
+#[test]
+fn refuses_a_missing_wrong_or_displaced_proof() {
+    let base = base();
+    let (head, body, proof) = split_proof(&base.unsealed);
+    // The same bytes through fw-unseal, signed by a key the device does
+    // not trust (it trusts it in its own keyring).
+    let tmp = TempDir::new().unwrap();
+    let stranger = Keys::new(&tmp.path().join("stranger"));
+    let by_stranger = stranger.seal(body);
+    // The proof of other bytes: the same archive, compressed otherwise.
+    let recompressed = gz(&base.raw_tar);
+    assert_ne!(recompressed, body);
+    let ctx = Ctx::new();
+    expect_unpacked(
+        "the recompressed archive with its own proof",
+        &ctx,
+        base,
+        ctx.unpack(&[], &recompressed),
+    );
+    let unsealed_other = seal(&base.vendor_key, &ctx.keyring, &recompressed);
+    let (other_head, _, other_proof) = split_proof(&unsealed_other);
+    let member = |subfield: &[u8; 2], payload: &[u8]| {
+        let mut m = vec![0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 255];
+        m.extend(((payload.len() + 4) as u16).to_le_bytes());
+        m.extend(subfield);
+        m.extend((payload.len() as u16).to_le_bytes());
+        m.extend(payload);
+        m.extend([3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        m
+    };
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        ("the tar.gz alone", body.to_vec(), &["proof"]),
+        (
+            "the announcement without the proof",
+            [head, body].concat(),
+            &["proof"],
+        ),
+        (
+            "the proof without the announcement",
+            [body, proof].concat(),
+            &["proof"],
+        ),
+        (
+            "a proof by a key the keyring does not trust",
+            by_stranger,
+            &["not a trusted certificate"],
+        ),
+        (
+            "the proof of other bytes",
+            [other_head, body, other_proof].concat(),
+            &["does not match", "did not verify"],
+        ),
+        (
+            "the announcement and proof of the same bytes around others",
+            [head, &recompressed[..], proof].concat(),
+            &["does not match", "did not verify"],
+        ),
+        (
+            "a byte after the proof",
+            [&base.unsealed[..], b"x"].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "a zero byte after the proof",
+            [&base.unsealed[..], &[0]].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "an empty gzip member after the proof",
+            [base.unsealed.clone(), gz(b"")].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "the proof twice",
+            [&base.unsealed[..], proof].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "a second announcement",
+            [head, head, body, proof].concat(),
+            &["announcement"],
+        ),
+        (
+            "an announcement that is not a one-pass signature",
+            [
+                &member(b"FO", &proof[16..proof.len() - 10])[..],
+                body,
+                proof,
+            ]
+            .concat(),
+            &["announcement"],
+        ),
+        (
+            "a proof that is not a signature",
+            [head, body, &member(b"FS", &head[16..head.len() - 10])[..]].concat(),
+            &["proof"],
+        ),
+        (
+            "a proof that is not OpenPGP",
+            [head, body, &member(b"FS", b"trust me")[..]].concat(),
+            &["proof"],
+        ),
+    ];
+    for (case, input, names) in cases {
+        check_refused(case, 4, names, |ctx| ctx.unpack_raw(&[], &input));
+    }
+}
+
+/// The manifest's JSON is parsed only once its signature verified: a
+/// manifest that is not the vendor's is refused with exit 4, whatever it
+/// holds.
+#[test]
+fn refuses_a_manifest_the_vendor_did_not_sign() {
+    let base = base();
+    let tmp = TempDir::new().unwrap();
+    let stranger = Keys::new(&tmp.path().join("stranger"));
+    let with = |manifest: Ent, sig: Ent| {
+        let mut all = vec![manifest, sig];
+        all.extend(base.tree.iter().cloned());
+        gz(&tar_bytes(&all))
+    };
+    let changed = base.manifest_plus(&[base.m_file("zextra")]);
+    let mut garbage_sig = base.sig_ent.clone();
+    garbage_sig.data = b"not a signature".to_vec();
+    let mut stranger_sig = base.sig_ent.clone();
+    stranger_sig.data = stranger.sign_detached(&base.manifest_json);
+    let cases = vec![
+        (
+            "a changed manifest with the original signature",
+            with(base.manifest_with_json(&changed), base.sig_ent.clone()),
+        ),
+        (
+            "a manifest that is not JSON, with the original signature",
+            with(base.manifest_with_json(b"{{{{"), base.sig_ent.clone()),
+        ),
+        (
+            "the manifest signed by another key",
+            with(base.manifest_ent.clone(), stranger_sig),
+        ),
+        (
+            "a signature that is not OpenPGP",
+            with(base.manifest_ent.clone(), garbage_sig),
+        ),
+    ];
+    for (case, input) in cases {
+        expect_refused(case, &[], 4, &["manifest.sig"], |_| input);
+    }
+}
+
+/// A file name longer than 255 bytes (NAME_MAX) is invalid input (it
+/// was an I/O error, exit 1).
+#[test]
+fn refuses_a_name_longer_than_name_max() {
+    let base = base();
+    let long = format!("z{}", "n".repeat(255));
+    expect_refused("an unlisted 256-byte name", &[], 5, &["255"], |_| {
+        base.variant(&[], vec![Ent::file(format!("{NAME}/{long}"), base.app())])
+    });
+    expect_refused("a listed 256-byte name", &[], 5, &["255"], |_| {
+        base.variant(
+            &[base.m_file(&long)],
+            vec![Ent::file(format!("{NAME}/{long}"), base.app())],
+        )
+    });
+    expect_refused(
+        "a 256-byte name through a PAX path",
+        &[],
+        5,
+        &["255"],
+        |_| {
+            base.variant(
+                &[],
+                vec![Ent::file(format!("{NAME}/zshort"), base.app())
+                    .pax("path", format!("{NAME}/{long}"))],
+            )
+        },
+    );
+}
+
+/// Tar extension headers larger than any package needs are refused when
+/// their header arrives, before their body is read (attacks.rs measures
+/// the memory).
+#[test]
+fn refuses_oversized_extension_headers() {
+    let base = base();
+    let huge = "z".repeat(70 << 10);
+    for (case, ent) in [
+        (
+            "a 70 KiB GNU long name",
+            Ent::file(format!("{NAME}/zshort"), base.app()).gnu_long_name(format!("{NAME}/{huge}")),
+        ),
+        (
+            "a 70 KiB GNU long link",
+            Ent::symlink(format!("{NAME}/zlink"), "bin").gnu_long_link(&huge),
+        ),
+        (
+            "a 70 KiB PAX record",
+            Ent::file(format!("{NAME}/zshort"), base.app()).pax("comment", &huge),
+        ),
+    ] {
+        expect_refused(case, &[], 5, &["more than the 65536 bytes"], |_| {
+            base.variant(&[], vec![ent])
+        });
+    }
+    let mut sparse = Ent::file(format!("{NAME}/zsparse"), base.app());
+    sparse.kind = b'S';
+    expect_refused("a GNU sparse file", &[], 5, &["sparse"], |_| {
+        base.variant(&[], vec![sparse])
+    });
 }

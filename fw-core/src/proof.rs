@@ -20,6 +20,7 @@
 //! package, which the security floor handles).
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -253,15 +254,6 @@ impl Verdict {
     }
 }
 
-#[derive(Debug)]
-struct NoProof;
-impl std::fmt::Display for NoProof {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the stream ended without fw-unseal's proof")
-    }
-}
-impl std::error::Error for NoProof {}
-
 /// Verifies the message rebuilt from `head` (the one-pass signature) and
 /// what arrives on `rx`, by the trust rule.
 fn check_message(keyring: &Keyring, head: Vec<u8>, rx: Receiver<Msg>) -> Result<Signer> {
@@ -269,6 +261,7 @@ fn check_message(keyring: &Keyring, head: Vec<u8>, rx: Receiver<Msg>) -> Result<
     let outcome = helper.outcome();
     let policy = StandardPolicy::new();
     let message = Rebuilt::new(head, rx);
+    let no_proof = Arc::clone(&message.no_proof);
     let result = VerifierBuilder::from_reader(message)
         .map(|b| b.buffer_size(PART))
         .and_then(|b| b.with_policy(&policy, trust::verification_time(), helper))
@@ -279,11 +272,7 @@ fn check_message(keyring: &Keyring, head: Vec<u8>, rx: Receiver<Msg>) -> Result<
             Error::security("fw-unseal's proof: no signature was checked; refusing the package")
         }),
         Err(e) => {
-            let no_proof = e
-                .downcast_ref::<io::Error>()
-                .and_then(|e| e.get_ref())
-                .is_some_and(|inner| inner.is::<NoProof>());
-            if no_proof {
+            if no_proof.load(Ordering::SeqCst) {
                 return Err(Error::security(
                     "the stream ended without fw-unseal's proof that it verified: the package \
                      did not verify (see fw-unseal's error) or was cut short; refusing it",
@@ -304,6 +293,8 @@ struct Rebuilt {
     pos: usize,
     body: Vec<u8>,
     done: bool,
+    /// Set when the data ended without the proof.
+    no_proof: Arc<AtomicBool>,
 }
 
 impl Rebuilt {
@@ -318,6 +309,7 @@ impl Rebuilt {
             // Format 'b', an empty file name, date 0.
             body: vec![b'b', 0, 0, 0, 0, 0],
             done: false,
+            no_proof: Arc::default(),
         }
     }
 
@@ -356,7 +348,13 @@ impl Rebuilt {
                 self.out.extend_from_slice(&sig);
                 self.done = true;
             }
-            Err(_) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, NoProof)),
+            Err(_) => {
+                self.no_proof.store(true, Ordering::SeqCst);
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the stream ended without fw-unseal's proof",
+                ));
+            }
         }
         Ok(())
     }
