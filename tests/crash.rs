@@ -631,6 +631,8 @@ fn a_full_disk_fails_cleanly() {
     ));
     let out = run(
         fw("fw-unpack")
+            .arg("--keyring")
+            .arg(&lab.keys.keyring)
             .arg("--target")
             .arg(&target)
             .args(["--max-bytes", "1000000000"]),
