@@ -18,8 +18,9 @@
 //! The helper also bounds what a message may make a reader do before any
 //! signature is checked: no compression layer (fw packages have none, and
 //! one is a bomb), at most [`MAX_SESSION_KEYS`] session key packets, at
-//! most [`MAX_SIGNATURES`] signatures, and decryption attempts only with
-//! keys a session key names, plus a few anonymous ones.
+//! most [`MAX_SIGNATURES`] signatures and [`MAX_OTHER_PACKETS`] other
+//! packets, and decryption attempts only with keys a session key names,
+//! plus a few anonymous ones.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -61,6 +62,10 @@ pub const MAX_ATTEMPTS: usize = 16;
 /// signs once; each one-pass signature costs a hash of all the data).
 pub const MAX_SIGNATURES: usize = 8;
 
+/// The most other packets (markers, literal data, encryption containers)
+/// a message may have: an fw package has two or three.
+pub const MAX_OTHER_PACKETS: usize = 64;
+
 /// Who made the signature that passed.
 #[derive(Debug, Clone)]
 pub struct Signer {
@@ -100,6 +105,7 @@ pub struct Outcome {
     /// Session key and signature packets counted so far.
     session_keys: usize,
     signatures: usize,
+    packets: usize,
 }
 
 impl Outcome {
@@ -210,7 +216,15 @@ impl VerificationHelper for TrustHelper<'_> {
                     ))
                 })
             }
-            _ => None,
+            _ => {
+                outcome.packets += 1;
+                (outcome.packets > MAX_OTHER_PACKETS).then(|| {
+                    Error::invalid(format!(
+                        "the package has more than {MAX_OTHER_PACKETS} packets besides its \
+                         session keys and signatures: not an fw package"
+                    ))
+                })
+            }
         };
         drop(outcome);
         match refusal {
