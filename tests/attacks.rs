@@ -547,3 +547,71 @@ fn fw_verify_never_writes_through_a_link_in_dot_fw() {
         std::fs::remove_dir_all(staged.parent().unwrap()).unwrap();
     }
 }
+
+/// The other side of the manifest bound: a vendor-signed manifest just
+/// under 8 MiB (about 30,000 entries; a 10,000-file root filesystem's is
+/// 2.4 MiB) unpacks in bounded memory, and fw-sign refuses to pack a tree
+/// whose manifest would be larger.
+#[test]
+fn a_manifest_at_the_limit_unpacks_in_bounded_memory() {
+    let w = world();
+    let tree = w.tmp.path().join("many");
+    let file = |i: usize| {
+        tree.join(format!("dir{:03}", i / 200)).join(format!(
+            "usr-lib-x86_64-linux-gnu-some-library-file-{i:05}.so"
+        ))
+    };
+    let add = |range: std::ops::Range<usize>| {
+        for i in range {
+            let path = file(i);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"").unwrap();
+        }
+    };
+    add(0..30_000);
+    let pack = || {
+        run(
+            fw("fw-sign")
+                .args(["-q", "pack", "--key"])
+                .arg(&w.keys.vendor_key)
+                .arg(&tree),
+            b"",
+        )
+    };
+    let package = w.file("many.fw", &ok(pack()));
+    let [(unseal_code, unseal_rss, _), (unpack_code, unpack_rss, unpack_err)] = {
+        // Success prints the staging path: not through unseal_unpack.
+        let file = |name: &str| w.tmp.path().join(name);
+        let mut unseal = with_peak(&w.unseal(), &file("peak1"))
+            .stdin(std::fs::File::open(&package).unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = with_peak(&w.unpack(), &file("peak2"))
+            .stdin(unseal.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let unseal_code = unseal.wait().unwrap().code();
+        [
+            (unseal_code, peak_of(&file("peak1")), String::new()),
+            (
+                out.status.code(),
+                peak_of(&file("peak2")),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ),
+        ]
+    };
+    eprintln!("30,000 entries: fw-unseal {unseal_rss} KiB, fw-unpack {unpack_rss} KiB");
+    assert_eq!(
+        (unseal_code, unpack_code),
+        (Some(0), Some(0)),
+        "{unpack_err}"
+    );
+    assert!(unpack_rss < MAX_RSS_KIB, "fw-unpack took {unpack_rss} KiB");
+    add(30_000..33_000);
+    let out = pack();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 5);
+    assert!(stderr.contains("more than devices read"), "{stderr}");
+}

@@ -112,6 +112,22 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// As [`Manifest::from_json`], reading the JSON from `reader` (a
+    /// file), so that its bytes are not held beside the manifest.
+    pub fn from_reader(reader: impl Read) -> Result<Manifest> {
+        let manifest: Manifest = serde_json::from_reader(reader)
+            .map_err(|e| Error::invalid(format!("{MANIFEST_PATH} is malformed: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The index of `path` among the entries (sorted by [`path_order`]).
+    pub fn position(&self, path: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| path_order(&e.path, path))
+            .ok()
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.format != FORMAT {
             return Err(Error::invalid(format!(

@@ -420,6 +420,16 @@ pub fn looks_like_openpgp(prefix: &[u8]) -> bool {
 
 /// Verifies a detached signature over `data` by the rule above.
 pub fn verify_detached(keyring: &Keyring, signature: &[u8], data: &[u8]) -> Result<Signer, Error> {
+    verify_detached_reader(keyring, signature, data)
+}
+
+/// Verifies a detached signature over what `data` reads, by the rule
+/// above, without holding the data.
+pub fn verify_detached_reader<R: std::io::Read + Send + Sync>(
+    keyring: &Keyring,
+    signature: &[u8],
+    data: R,
+) -> Result<Signer, Error> {
     use openpgp::parse::stream::DetachedVerifierBuilder;
     use openpgp::parse::Parse;
 
@@ -431,7 +441,7 @@ pub fn verify_detached(keyring: &Keyring, signature: &[u8], data: &[u8]) -> Resu
     let policy = StandardPolicy::new();
     let result = DetachedVerifierBuilder::from_bytes(signature)
         .and_then(|builder| builder.with_policy(&policy, verification_time(), helper))
-        .and_then(|mut verifier| verifier.verify_bytes(data));
+        .and_then(|mut verifier| verifier.verify_reader(data));
     let mut outcome = outcome.borrow_mut();
     match result {
         Ok(()) => outcome

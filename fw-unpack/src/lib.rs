@@ -32,7 +32,6 @@
 pub mod blocks;
 pub mod cli;
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -276,13 +275,12 @@ struct Extractor<'a> {
     /// `work/NAME`, once known.
     tree: PathBuf,
     name: String,
-    /// The manifest's bytes until its signature is checked.
-    manifest_json: Vec<u8>,
     manifest: Option<Manifest>,
-    listed: HashMap<String, usize>,
-    /// What this run created, by path below NAME.
-    created: HashMap<String, Kind>,
-    seen: HashSet<String>,
+    /// What this run created, by index of the manifest's entries (every
+    /// entry created is listed there); the root from the start.
+    created: Vec<Option<Kind>>,
+    /// Which entries the archive held, to refuse a second one.
+    seen: Vec<bool>,
     dirs: Vec<PendingDir>,
     as_root: bool,
     max_bytes: u64,
@@ -430,38 +428,44 @@ impl Extractor<'_> {
                 std::fs::create_dir(&self.tree).map_err(|e| self.io(&self.tree, e))?;
                 std::fs::create_dir(&fw_dir).map_err(|e| self.io(&fw_dir, e))?;
             }
-            self.created.insert(".".into(), Kind::Dir);
         } else if top != self.name {
             return Err(self.refuse(
                 &display,
                 format!("a second top-level directory besides {:?}", self.name),
             ));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        let path = self.tree.join(rel);
+        if index == 0 {
+            // Straight to its file: the manifest is not held in memory.
+            let file = self.write_file(&display, &path, entry, size)?;
+            return self.finish_file(file, &path, header, 0o644);
+        }
+        let mut signature = Vec::with_capacity(size as usize);
         entry
             .take(size)
-            .read_to_end(&mut bytes)
+            .read_to_end(&mut signature)
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
-        let path = self.tree.join(rel);
-        let file = self.write_file(&display, &path, &mut &bytes[..], size)?;
+        let file = self.write_file(&display, &path, &mut &signature[..], size)?;
         self.finish_file(file, &path, header, 0o644)?;
-        if index == 0 {
-            self.manifest_json = bytes;
-            return Ok(());
-        }
+
         // Only JSON the vendor signed is parsed.
-        fw_core::trust::verify_detached(self.keyring, &bytes, &self.manifest_json).map_err(
-            |e| {
-                Error::security(format!(
-                    "{}/{SIGNATURE_PATH}: the manifest's signature: {}",
-                    self.name, e.message
-                ))
-            },
-        )?;
-        let json = std::mem::take(&mut self.manifest_json);
-        let manifest = Manifest::from_json(&json)
+        let json_path = self.tree.join(MANIFEST_PATH);
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(&json_path)
+                .map(|f| io::BufReader::with_capacity(CHUNK, f))
+                .map_err(|e| Error::io(json_path.display(), e))
+        };
+        fw_core::trust::verify_detached_reader(self.keyring, &signature, open()?).map_err(|e| {
+            Error::security(format!(
+                "{}/{SIGNATURE_PATH}: the manifest's signature: {}",
+                self.name, e.message
+            ))
+        })?;
+        let manifest = Manifest::from_reader(open()?)
             .map_err(|e| self.refuse(&format!("{}/{MANIFEST_PATH}", self.name), e.message))?;
-        drop(json);
         if manifest.name != self.name {
             return Err(self.refuse(
                 &display,
@@ -471,14 +475,19 @@ impl Extractor<'_> {
                 ),
             ));
         }
-        self.listed = manifest
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.clone(), i))
-            .collect();
+        self.created = vec![None; manifest.entries.len()];
+        self.seen = vec![false; manifest.entries.len()];
+        if let Some(root) = manifest.position(".") {
+            self.created[root] = Some(Kind::Dir);
+        }
         self.manifest = Some(manifest);
         Ok(())
+    }
+
+    /// What this run created at `rel`.
+    fn created_at(&self, rel: &str) -> Option<Kind> {
+        let manifest = self.manifest.as_ref()?;
+        self.created[manifest.position(rel)?]
     }
 
     fn tree_entry(
@@ -499,8 +508,15 @@ impl Extractor<'_> {
                 ".fw/ is fw's own and holds only the manifest and its signature",
             ));
         }
-        if !self.seen.insert(rel.to_string()) {
-            return Err(self.refuse(&display, "the path appears twice in the archive"));
+        let index = self
+            .manifest
+            .as_ref()
+            .expect("the manifest came first")
+            .position(rel);
+        if let Some(index) = index {
+            if std::mem::replace(&mut self.seen[index], true) {
+                return Err(self.refuse(&display, "the path appears twice in the archive"));
+            }
         }
         let header = entry.header().clone();
         let etype = header.entry_type();
@@ -526,7 +542,7 @@ impl Extractor<'_> {
             let parts: Vec<&str> = rel.split('/').collect();
             for depth in 1..parts.len() {
                 let ancestor = parts[..depth].join("/");
-                match self.created.get(ancestor.as_str()) {
+                match self.created_at(&ancestor) {
                     Some(Kind::Dir) => {}
                     Some(_) => {
                         return Err(self.refuse(
@@ -564,7 +580,7 @@ impl Extractor<'_> {
                     ))
                 }
             };
-            if self.created.get(&target_rel) != Some(&Kind::File) {
+            if self.created_at(&target_rel) != Some(Kind::File) {
                 return Err(self.refuse(
                     &display,
                     format!("its hard-link target {top}/{target_rel} is not an earlier regular file of the tree"),
@@ -575,7 +591,7 @@ impl Extractor<'_> {
             None
         };
         let manifest = self.manifest.as_ref().expect("the manifest came first");
-        let Some(&index) = self.listed.get(rel) else {
+        let Some(index) = index else {
             return Err(self.refuse(&display, "the manifest does not list it"));
         };
         let listed = &manifest.entries[index];
@@ -661,7 +677,7 @@ impl Extractor<'_> {
                 }
             }
         }
-        self.created.insert(rel.to_string(), kind);
+        self.created[index] = Some(kind);
         Ok(())
     }
 
@@ -828,11 +844,9 @@ fn extract<R: Read + Send + 'static>(
         work: work.to_path_buf(),
         tree: PathBuf::new(),
         name: String::new(),
-        manifest_json: Vec::new(),
         manifest: None,
-        listed: HashMap::new(),
-        created: HashMap::new(),
-        seen: HashSet::new(),
+        created: Vec::new(),
+        seen: Vec::new(),
         dirs: Vec::new(),
         as_root: nix::unistd::geteuid().is_root(),
         max_bytes,
@@ -884,16 +898,9 @@ fn extract<R: Read + Send + 'static>(
         )));
     }
     let manifest = x.manifest.as_ref().expect("the manifest came first");
-    if let Some(missing) = manifest
-        .entries
-        .iter()
-        .find(|e| !x.created.contains_key(&e.path))
-    {
-        let absent = manifest
-            .entries
-            .iter()
-            .filter(|e| !x.created.contains_key(&e.path))
-            .count();
+    let absent = x.created.iter().filter(|c| c.is_none()).count();
+    if let Some(missing) = x.created.iter().position(Option::is_none) {
+        let missing = &manifest.entries[missing];
         return Err(Error::invalid(format!(
             "the archive lacks {absent} entries the manifest lists, e.g. {}/{}; refusing the package",
             x.name, missing.path
