@@ -115,11 +115,17 @@ fn parse_one(payload: &[u8], what: &str) -> Result<Packet> {
     })
 }
 
-/// Data and the proof, on their way to the verifying thread.
+/// The literal data packet's body, on its way to the verifying thread:
+/// whole partial bodies of [`PART`] bytes, then the rest and the
+/// signature.
 enum Msg {
-    Data(Vec<u8>),
-    Proof(Vec<u8>),
+    Part(Vec<u8>),
+    Last { rest: Vec<u8>, signature: Vec<u8> },
 }
+
+/// The head of the literal data packet's body: format 'b', an empty file
+/// name, date 0 (v4 signatures do not cover these).
+const LITERAL_HEAD: [u8; 6] = [b'b', 0, 0, 0, 0, 0];
 
 /// How much data goes to the verifying thread at a time, and the partial
 /// body length of the literal packet rebuilt there.
@@ -141,6 +147,8 @@ pub struct Checker {
     keyring: Option<Keyring>,
     state: Arc<Mutex<State>>,
     data: Option<SyncSender<Msg>>,
+    /// The partial body being filled.
+    part: Vec<u8>,
 }
 
 /// The verdict half of a stream check.
@@ -156,6 +164,7 @@ pub fn checker(keyring: Keyring) -> (Checker, Verdict) {
             keyring: Some(keyring),
             state: Arc::clone(&state),
             data: None,
+            part: Vec::new(),
         },
         Verdict { state },
     )
@@ -194,18 +203,24 @@ impl Checker {
         };
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         self.data = Some(tx);
+        self.part = Vec::with_capacity(PART);
+        self.part.extend_from_slice(&LITERAL_HEAD);
         let thread = std::thread::spawn(move || check_message(&keyring, head, rx));
         self.set(State::Checking(thread));
     }
 
     /// Raw bytes between the two members.
-    pub fn data(&mut self, bytes: &[u8]) {
-        if let Some(tx) = &self.data {
-            for piece in bytes.chunks(PART) {
-                if tx.send(Msg::Data(piece.to_vec())).is_err() {
+    pub fn data(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let Some(tx) = &self.data else { return };
+            let n = (PART - self.part.len()).min(bytes.len());
+            self.part.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.part.len() == PART {
+                let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART));
+                if tx.send(Msg::Part(part)).is_err() {
                     // The thread ended early: its verdict says why.
                     self.data = None;
-                    return;
                 }
             }
         }
@@ -229,7 +244,10 @@ impl Checker {
             Err(e) => return self.fail(Error::failed(format!("the proof: {e}"))),
         };
         if let Some(tx) = self.data.take() {
-            let _ = tx.send(Msg::Proof(bytes));
+            let _ = tx.send(Msg::Last {
+                rest: std::mem::take(&mut self.part),
+                signature: bytes,
+            });
         }
     }
 }
@@ -265,7 +283,12 @@ fn check_message(keyring: &Keyring, head: Vec<u8>, rx: Receiver<Msg>) -> Result<
     let result = VerifierBuilder::from_reader(message)
         .map(|b| b.buffer_size(PART))
         .and_then(|b| b.with_policy(&policy, trust::verification_time(), helper))
-        .and_then(|mut v| Ok(io::copy(&mut v, &mut io::sink())?));
+        .and_then(|mut v| {
+            // Read in large pieces: the verifier copies out what it hashed.
+            let mut buf = vec![0u8; PART];
+            while v.read(&mut buf)? > 0 {}
+            Ok(())
+        });
     let mut outcome = outcome.borrow_mut();
     match result {
         Ok(_) => outcome.signer.take().ok_or_else(|| {
@@ -284,68 +307,56 @@ fn check_message(keyring: &Keyring, head: Vec<u8>, rx: Receiver<Msg>) -> Result<
 }
 
 /// The signed message rebuilt for sequoia's verifier: the one-pass
-/// signature, a literal data packet (binary, no name, no date; v4
-/// signatures do not cover these) holding the data in partial bodies of
-/// [`PART`] bytes, and the signature.
+/// signature, a literal data packet holding the data in partial bodies of
+/// [`PART`] bytes, and the signature. Each piece is read out of the
+/// buffer it arrived in.
 struct Rebuilt {
     rx: Mutex<Receiver<Msg>>,
-    out: Vec<u8>,
+    /// What to read out next, in order.
+    pieces: std::collections::VecDeque<Vec<u8>>,
     pos: usize,
-    body: Vec<u8>,
     done: bool,
     /// Set when the data ended without the proof.
     no_proof: Arc<AtomicBool>,
 }
 
 impl Rebuilt {
-    fn new(head: Vec<u8>, rx: Receiver<Msg>) -> Rebuilt {
-        let mut out = head;
+    fn new(mut head: Vec<u8>, rx: Receiver<Msg>) -> Rebuilt {
         // A new-format literal data packet (tag 11).
-        out.push(0xc0 | 11);
+        head.push(0xc0 | 11);
         Rebuilt {
             rx: Mutex::new(rx),
-            out,
+            pieces: [head].into(),
             pos: 0,
-            // Format 'b', an empty file name, date 0.
-            body: vec![b'b', 0, 0, 0, 0, 0],
             done: false,
             no_proof: Arc::default(),
         }
     }
 
     fn refill(&mut self) -> io::Result<()> {
-        self.out.clear();
-        self.pos = 0;
         let msg = self
             .rx
             .lock()
             .map_err(|_| io::Error::other("poisoned"))?
             .recv();
         match msg {
-            Ok(Msg::Data(bytes)) => {
-                self.body.extend_from_slice(&bytes);
-                while self.body.len() >= PART {
-                    // A partial body length of 2^16.
-                    self.out.push(0xe0 | 16);
-                    self.out.extend_from_slice(&self.body[..PART]);
-                    self.body.drain(..PART);
-                }
+            Ok(Msg::Part(part)) => {
+                // A partial body length of 2^16.
+                self.pieces.push_back(vec![0xe0 | 16]);
+                self.pieces.push_back(part);
             }
-            Ok(Msg::Proof(sig)) => {
-                let len = self.body.len();
-                match len {
-                    0..192 => self.out.push(len as u8),
+            Ok(Msg::Last { rest, signature }) => {
+                let len = rest.len();
+                self.pieces.push_back(match len {
+                    0..192 => vec![len as u8],
                     192..8384 => {
                         let n = len - 192;
-                        self.out.extend_from_slice(&[(n >> 8) as u8 + 192, n as u8]);
+                        vec![(n >> 8) as u8 + 192, n as u8]
                     }
-                    _ => {
-                        self.out.push(0xff);
-                        self.out.extend_from_slice(&(len as u32).to_be_bytes());
-                    }
-                }
-                self.out.append(&mut self.body);
-                self.out.extend_from_slice(&sig);
+                    _ => [&[0xff][..], &(len as u32).to_be_bytes()].concat(),
+                });
+                self.pieces.push_back(rest);
+                self.pieces.push_back(signature);
                 self.done = true;
             }
             Err(_) => {
@@ -362,15 +373,22 @@ impl Rebuilt {
 
 impl Read for Rebuilt {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.out.len() {
+        loop {
+            if let Some(piece) = self.pieces.front() {
+                if self.pos < piece.len() {
+                    let n = buf.len().min(piece.len() - self.pos);
+                    buf[..n].copy_from_slice(&piece[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+                self.pieces.pop_front();
+                self.pos = 0;
+                continue;
+            }
             if self.done {
                 return Ok(0);
             }
             self.refill()?;
         }
-        let n = buf.len().min(self.out.len() - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
