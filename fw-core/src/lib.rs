@@ -11,6 +11,7 @@ pub mod log;
 pub mod manifest;
 pub mod progress;
 pub mod proof;
+pub mod retry;
 pub mod target;
 pub mod trust;
 pub mod verified;
