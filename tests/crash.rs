@@ -474,7 +474,7 @@ const FAULTS: &[(&str, &str, &str, &str, &str)] = &[
     ("fw-unpack", "--target", "linkat", "EMLINK", "link"),
     ("fw-unpack", "--target", "symlinkat", "EIO", "error"),
     ("fw-unseal", "--keyring", "write", "ENOSPC", "error"),
-    ("fw-verify", "--keyring", "rename", "EIO", "error"),
+    ("fw-verify", "--keyring", "renameat", "EIO", "error"),
     ("fw-fixate", "--target", "renameat2", "EIO", "error"),
     ("fw-fixate", "--target", "syncfs", "EIO", "error"),
     ("fw-fixate", "--target", "fsync", "EIO", "error"),
@@ -651,6 +651,8 @@ fn a_full_disk_fails_cleanly() {
     ));
     let out = run(
         fw("fw-unpack")
+            .arg("--keyring")
+            .arg(&lab.keys.keyring)
             .arg("--target")
             .arg(&target)
             .args(["--max-bytes", "1000000000"]),

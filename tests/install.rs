@@ -676,7 +676,14 @@ fn unpack_links_unchanged_files_into_staging() {
         fw("fw-unseal").arg("--keyring").arg(&d.keys.keyring),
         &v2,
     ));
-    let out = run(fw("fw-unpack").arg("--target").arg(&d.target), &tar_gz);
+    let out = run(
+        fw("fw-unpack")
+            .arg("--keyring")
+            .arg(&d.keys.keyring)
+            .arg("--target")
+            .arg(&d.target),
+        &tar_gz,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let staged = PathBuf::from(String::from_utf8(ok(out)).unwrap().trim_end());
     let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();

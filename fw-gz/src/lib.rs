@@ -15,19 +15,25 @@
 //! at 1 MiB blocks. The output depends only on the input and the level,
 //! never on the number of threads, so packing stays reproducible.
 //!
-//! A stream without the subfield (another gzip tool, or a member that
-//! does not carry it) is inflated the ordinary way, on one thread, from
-//! that member on: fw-unpack accepts exactly the gzip streams it accepted
-//! before, and still requires every member's trailer and then EOF.
+//! A member without the subfield (another gzip tool) is inflated the
+//! ordinary way, on one thread: fw-unpack accepts any gzip stream, and
+//! still requires every member's trailer and then EOF.
+//!
+//! fw-unseal frames the stream with two empty members carrying its proof
+//! (see [`signed`]); the reader hands their payloads and the raw bytes
+//! between to a [`RawObserver`], from the thread that reads the stream.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::{Compression, Crc, Decompress, FlushDecompress, Status};
+
+mod signed;
+pub use signed::{tagged_member, ProofLayout, RawObserver, ANNOUNCE, MAX_PAYLOAD, PROOF};
 
 /// Bytes read from a member before the next ones are inflated ahead.
 const PREFETCH_AFTER: usize = 16 << 10;
@@ -44,7 +50,8 @@ const SUBFIELD: [u8; 2] = *b"FW";
 const HEADER_LEN: usize = 20;
 const FEXTRA: u8 = 0x04;
 
-fn threads() -> usize {
+/// One inflating thread per core (at most 16).
+pub fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -317,11 +324,14 @@ struct Member {
     at: u64,
 }
 
-/// A member header read off the stream: its bytes, and the member's total
-/// length if it carries fw's subfield.
+/// A member header read off the stream: its bytes, and what fw put in
+/// its extra field.
 struct Header {
     bytes: Vec<u8>,
+    /// The member's total length, if it carries the `FW` subfield.
     member_len: Option<usize>,
+    /// The subfield and payload of a member carrying fw-unseal's proof.
+    tagged: Option<([u8; 2], Vec<u8>)>,
 }
 
 /// Reads a member header if it is one of fw's: the fixed part, and with
@@ -330,35 +340,40 @@ struct Header {
 fn read_header(input: &mut impl Read) -> io::Result<Header> {
     let mut bytes = Vec::new();
     let n = read_up_to(input, 12, &mut bytes)?;
-    if n < 12 || bytes[..3] != [0x1f, 0x8b, 8] || bytes[3] & FEXTRA == 0 {
-        return Ok(Header {
-            bytes,
-            member_len: None,
-        });
+    let mut header = Header {
+        bytes,
+        member_len: None,
+        tagged: None,
+    };
+    if n < 12 || header.bytes[..3] != [0x1f, 0x8b, 8] || header.bytes[3] & FEXTRA == 0 {
+        return Ok(header);
     }
-    let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
-    let n = read_up_to(input, xlen, &mut bytes)?;
+    let xlen = u16::from_le_bytes([header.bytes[10], header.bytes[11]]) as usize;
+    let n = read_up_to(input, xlen, &mut header.bytes)?;
     // Name, comment or header CRC after the extra field: not fw's shape.
-    let plain = bytes[3] & !FEXTRA == 0 && n == xlen;
-    let mut member_len = None;
-    let mut rest = &bytes[12..];
+    let plain = header.bytes[3] & !FEXTRA == 0 && n == xlen;
+    let mut rest = &header.bytes[12..];
     while plain && rest.len() >= 4 {
         let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
         if rest.len() < 4 + len {
             break;
         }
-        if rest[..2] == SUBFIELD && len == 4 {
-            member_len = Some(u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize);
+        let id = [rest[0], rest[1]];
+        if id == SUBFIELD && len == 4 {
+            header.member_len =
+                Some(u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize);
+        } else if id == ANNOUNCE || id == PROOF {
+            header.tagged = Some((id, rest[4..4 + len].to_vec()));
         }
         rest = &rest[4 + len..];
     }
-    Ok(Header { bytes, member_len })
+    Ok(header)
 }
 
 /// The splitting thread: cuts fw members off the stream and hands them
-/// over whole; from the first other member on, inflates the rest itself
-/// with an ordinary multi-member decoder.
-fn split<R: Read>(input: R, order: SyncSender<Piece>) {
+/// over whole; inflates any other member itself; shows `observer` the raw
+/// bytes between fw-unseal's proof members.
+fn split<R: Read>(input: R, order: SyncSender<Piece>, mut observer: Option<Box<dyn RawObserver>>) {
     let mut input = BufReader::with_capacity(256 << 10, input);
     let mut at = 0u64;
     let send_error = |e: io::Error| {
@@ -379,8 +394,51 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
             let _ = order.send(Piece::End);
             return;
         }
+        if let Some((id, payload)) = &header.tagged {
+            if let Err(e) = signed::finish_tagged(&mut input, at) {
+                return send_error(e);
+            }
+            if *id == ANNOUNCE {
+                if at != 0 {
+                    return send_error(signed::layout_error(format!(
+                        "gzip member at byte {at}: an announcement of fw-unseal's proof \
+                         after the start of the stream"
+                    )));
+                }
+                if let Some(observer) = observer.as_mut() {
+                    observer.announce(payload);
+                }
+                at += (header.bytes.len() + 10) as u64;
+                continue;
+            }
+            // The proof: the stream must end here.
+            match input.fill_buf() {
+                Ok([]) => {}
+                Ok(_) => {
+                    return send_error(signed::layout_error(format!(
+                        "bytes follow fw-unseal's proof (gzip member at byte {at}): the \
+                         stream was altered after fw-unseal"
+                    )))
+                }
+                Err(e) => return send_error(e),
+            }
+            if let Some(observer) = observer.as_mut() {
+                observer.proof(payload);
+            }
+            let _ = order.send(Piece::End);
+            return;
+        }
         let Some(member_len) = header.member_len else {
-            return inflate_rest(header.bytes, input, at, &order);
+            if let Some(observer) = observer.as_mut() {
+                observer.data(&header.bytes);
+            }
+            match inflate_one(header.bytes, &mut input, &mut observer, at, &order) {
+                Some(len) => {
+                    at += len;
+                    continue;
+                }
+                None => return,
+            }
         };
         let header_len = header.bytes.len();
         if member_len > MAX_MEMBER || member_len < header_len + 8 {
@@ -400,6 +458,9 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
             }
             Err(e) => return send_error(e),
         }
+        if let Some(observer) = observer.as_mut() {
+            observer.data(&bytes);
+        }
         let size = u32::from_le_bytes(bytes[member_len - 4..].try_into().expect("4 bytes"));
         let member = Member {
             bytes,
@@ -414,27 +475,65 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
     }
 }
 
-/// Inflates the rest of the stream, starting with the header bytes
-/// already read, with flate2's ordinary multi-member decoder.
-fn inflate_rest<R: Read>(head: Vec<u8>, input: R, at: u64, order: &SyncSender<Piece>) {
-    let mut decoder = flate2::read::MultiGzDecoder::new(io::Cursor::new(head).chain(input));
+/// Inflates one member that is not fw's, starting with the header bytes
+/// already read, with flate2's ordinary decoder, which reads exactly to
+/// the member's end. Returns the member's length in the stream, or None
+/// once the stream failed or the reader went away.
+fn inflate_one<R: Read>(
+    head: Vec<u8>,
+    input: &mut BufReader<R>,
+    observer: &mut Option<Box<dyn RawObserver>>,
+    at: u64,
+    order: &SyncSender<Piece>,
+) -> Option<u64> {
+    let head_len = head.len() as u64;
+    let mut counted = Counted {
+        inner: signed::Observed {
+            inner: input,
+            observer,
+        },
+        count: 0,
+    };
+    let mut decoder = flate2::bufread::GzDecoder::new(io::Cursor::new(head).chain(&mut counted));
     loop {
         let mut chunk = Vec::new();
         let result = match read_up_to(&mut decoder, 256 << 10, &mut chunk) {
-            Ok(0) => {
-                let _ = order.send(Piece::End);
-                return;
-            }
+            Ok(0) => return Some(head_len + counted.count),
             Ok(_) => Ok(chunk),
             Err(e) => Err(io::Error::new(
                 e.kind(),
-                format!("gzip stream after byte {at}: {e}"),
+                format!("gzip member at byte {at}: {e}"),
             )),
         };
         let failed = result.is_err();
         if order.send(Piece::Inflated(result)).is_err() || failed {
-            return;
+            return None;
         }
+    }
+}
+
+/// Counts the bytes consumed through it.
+struct Counted<B> {
+    inner: B,
+    count: u64,
+}
+
+impl<B: BufRead> Read for Counted<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl<B: BufRead> BufRead for Counted<B> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.count += amt as u64;
+        self.inner.consume(amt);
     }
 }
 
@@ -491,11 +590,21 @@ impl GzReader {
 
     /// Starts inflating `input` with `threads` inflating threads.
     pub fn with_threads<R: Read + Send + 'static>(input: R, threads: usize) -> Self {
+        Self::observed(input, threads, None)
+    }
+
+    /// Starts inflating `input` with `threads` inflating threads, showing
+    /// `observer` the proof members and the raw bytes between them.
+    pub fn observed<R: Read + Send + 'static>(
+        input: R,
+        threads: usize,
+        observer: Option<Box<dyn RawObserver>>,
+    ) -> Self {
         let threads = threads.max(1);
         // Whole members waiting, read ahead of the inflating: each at most
         // about 1 MiB as fw writes them, so memory stays flat.
         let (tx, rx) = mpsc::sync_channel(threads + 1);
-        std::thread::spawn(move || split(input, tx));
+        std::thread::spawn(move || split(input, tx, observer));
         GzReader {
             order: rx,
             pool: Pool::new(threads),

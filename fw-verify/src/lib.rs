@@ -13,8 +13,10 @@
 //!    Modification times are not compared: they are not part of a file's
 //!    identity in fw.
 //!
-//! On success it records the manifest's BLAKE3 in `.fw/verified`, which
-//! fw-fixate requires. The same check on an installed version is an
+//! `.fw/` may hold only the manifest, its signature and `.fw/verified`, as
+//! regular files (exit 5 otherwise). On success it records the manifest's
+//! BLAKE3 in `.fw/verified` (created relative to `.fw/`, never through a
+//! link), which fw-fixate requires. The same check on an installed version is an
 //! integrity check, like `rpm -V` or `ostree fsck`.
 
 pub mod cli;
@@ -34,6 +36,8 @@ use fw_core::{Error, Result};
 pub use fw_core::verified::VERIFIED_PATH;
 /// Where the policy is when `--policy` is not given.
 pub const DEFAULT_POLICY: &str = "/etc/fw/policy.toml";
+/// The largest manifest signature read.
+const MAX_SIGNATURE: u64 = 64 << 10;
 /// How many differences an error lists.
 pub const MAX_LISTED: usize = 20;
 
@@ -166,28 +170,31 @@ pub struct Verified {
 
 /// Reads and authenticates the manifest of the tree at `path`.
 pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8>, Signer)> {
-    let json_path = path.join(MANIFEST_PATH);
-    let json = std::fs::read(&json_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::invalid(format!(
-                "{} is not an fw version tree: it has no {MANIFEST_PATH}",
-                path.display()
-            ))
-        } else {
-            Error::io(json_path.display(), e)
-        }
-    })?;
-    let sig_path = path.join(SIGNATURE_PATH);
-    let signature = std::fs::read(&sig_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::security(format!(
-                "{}: the manifest is not signed (no {SIGNATURE_PATH})",
-                path.display()
-            ))
-        } else {
-            Error::io(sig_path.display(), e)
-        }
-    })?;
+    let read = |name: &str, limit: u64, missing: Error| {
+        fw_core::verified::read_fw_file(path, name, limit).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                missing
+            } else {
+                Error::invalid(format!("{}/.fw/{name}: {e}", path.display()))
+            }
+        })
+    };
+    let json = read(
+        "manifest.json",
+        manifest::MAX_JSON,
+        Error::invalid(format!(
+            "{} is not an fw version tree: it has no {MANIFEST_PATH}",
+            path.display()
+        )),
+    )?;
+    let signature = read(
+        "manifest.sig",
+        MAX_SIGNATURE,
+        Error::security(format!(
+            "{}: the manifest is not signed (no {SIGNATURE_PATH})",
+            path.display()
+        )),
+    )?;
     let signer = trust::verify_detached(keyring, &signature, &json)
         .map_err(|e| e.context(format!("{}: manifest signature", path.display())))?;
     let manifest = Manifest::from_json(&json).map_err(|e| e.context(path.display()))?;
@@ -388,6 +395,9 @@ pub fn verify(
         .canonicalize()
         .map_err(|e| Error::io(path.display(), e))?;
     let path = resolved.as_path();
+    // `.fw/` is not compared with the manifest: nothing may hide there,
+    // and nothing there may lead a write elsewhere.
+    fw_core::verified::check_fw_dir(path)?;
     let (manifest, json, signer) = read_manifest(path, keyring)?;
     expected.check(&manifest)?;
     if !is_installed_version(path, target) {
