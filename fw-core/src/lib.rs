@@ -15,6 +15,8 @@ pub mod manifest;
 pub mod progress;
 pub mod proof;
 pub mod retry;
+pub mod signals;
+pub mod stdio;
 pub mod target;
 pub mod trust;
 pub mod verified;
