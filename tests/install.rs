@@ -1162,7 +1162,10 @@ fn a_dead_server_makes_one_line_naming_the_download() {
 
     // As JSON: one record, the error with its exit code.
     let stderr = exits(
-        run(&mut d.install_cmd_with(&["--log-format", "json"], &url), b""),
+        run(
+            &mut d.install_cmd_with(&["--log-format", "json"], &url),
+            b"",
+        ),
         1,
     );
     let records = json_records(&stderr);
@@ -1191,7 +1194,13 @@ fn json_logs_and_status_lines_share_fw_updates_schema() {
     );
     let records = json_records(&stderr);
     let tools: BTreeSet<&str> = records.iter().filter_map(|r| r["tool"].as_str()).collect();
-    for tool in ["fw-install", "fw-unseal", "fw-unpack", "fw-verify", "fw-fixate"] {
+    for tool in [
+        "fw-install",
+        "fw-unseal",
+        "fw-unpack",
+        "fw-verify",
+        "fw-fixate",
+    ] {
         assert!(tools.contains(tool), "{tool} in {tools:?}");
     }
     let verified = records
@@ -1216,7 +1225,12 @@ fn json_logs_and_status_lines_share_fw_updates_schema() {
             .unwrap(),
     )
     .unwrap();
-    let keys: BTreeSet<&str> = last.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: BTreeSet<&str> = last
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
         BTreeSet::from([
@@ -1235,7 +1249,10 @@ fn json_logs_and_status_lines_share_fw_updates_schema() {
     assert_eq!(last["name"], "fw");
     assert_eq!(last["current_version"], "v1");
     assert_eq!(last["latest_version"], "v2");
-    assert_eq!((&last["from"], &last["to"]), (&serde_json::json!("fw"), &serde_json::json!("fw-1")));
+    assert_eq!(
+        (&last["from"], &last["to"]),
+        (&serde_json::json!("fw"), &serde_json::json!("fw-1"))
+    );
 
     // Failing: a usage error and a refused package, as JSON records.
     let stderr = exits(
@@ -1247,7 +1264,10 @@ fn json_logs_and_status_lines_share_fw_updates_schema() {
     );
     let records = json_records(&stderr);
     assert_eq!(records.len(), 1, "{stderr}");
-    assert_eq!((&records[0]["code"], &records[0]["exit"]), (&serde_json::json!(2), &serde_json::json!("usage")));
+    assert_eq!(
+        (&records[0]["code"], &records[0]["exit"]),
+        (&serde_json::json!(2), &serde_json::json!("usage"))
+    );
     let stderr = exits(
         run(
             &mut d.install_cmd_with(&["--log-format=json"], d.tmp.path().to_str().unwrap()),
@@ -1265,7 +1285,13 @@ fn fw_install_has_help_version_quiet_and_verbose() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fw-install");
     let help = ok(run(Command::new(&script).arg("--help"), b""));
     let help = String::from_utf8(help).unwrap();
-    for flag in ["--version", "--quiet", "--verbose", "--log-format", "--help"] {
+    for flag in [
+        "--version",
+        "--quiet",
+        "--verbose",
+        "--log-format",
+        "--help",
+    ] {
         assert!(help.contains(flag), "{flag} in --help");
     }
     let version = ok(run(
@@ -1280,7 +1306,10 @@ fn fw_install_has_help_version_quiet_and_verbose() {
     );
     let v1 = d.package("fw", "v1", 1);
     let v2 = d.package("fw", "v2", 1);
-    let quiet = exits(run(&mut d.install_cmd_with(&["-q"], v1.to_str().unwrap()), b""), 0);
+    let quiet = exits(
+        run(&mut d.install_cmd_with(&["-q"], v1.to_str().unwrap()), b""),
+        0,
+    );
     assert_eq!(quiet, "", "-q: nothing but errors");
     let normal = exits(d.install(&v2), 0);
     let verbose = exits(

@@ -19,7 +19,12 @@ pub fn parse<C: clap::Parser>() -> C {
     use clap::error::ErrorKind;
     let json = log_format_in_args(std::env::args()).unwrap_or_else(crate::log::Format::from_env)
         == crate::log::Format::Json;
-    if !json || matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    if !json
+        || matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        )
+    {
         err.exit();
     }
     crate::log::set_format(crate::log::Format::Json);

@@ -151,7 +151,12 @@ fn unwritten() -> Option<u64> {
 fn meminfo_unwritten(text: &str) -> Option<u64> {
     let kib = |key: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(key))?;
-        line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
     };
     Some((kib("Dirty:")? + kib("Writeback:")?) * 1024)
 }
@@ -175,6 +180,9 @@ mod tests {
         let mut second = ProgressReader::new(&b"de"[..], bar.clone());
         std::io::copy(&mut second, &mut std::io::sink()).unwrap();
         assert_eq!(bar.position(), 5);
-        assert!(!bar.is_finished(), "a reader at its end must not end the bar");
+        assert!(
+            !bar.is_finished(),
+            "a reader at its end must not end the bar"
+        );
     }
 }

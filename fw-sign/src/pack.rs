@@ -258,9 +258,8 @@ fn hash_files(entries: &mut [SourceEntry], progress: &ProgressBar) -> Result<u64
         let (size, hash) = match &source.entry.hardlink {
             Some(first) => by_path[first].clone(),
             None => {
-                let (size, hash) =
-                    manifest::hash_file_counting(&source.abs, |n| progress.inc(n))
-                        .map_err(|e| Error::io(source.abs.display(), e))?;
+                let (size, hash) = manifest::hash_file_counting(&source.abs, |n| progress.inc(n))
+                    .map_err(|e| Error::io(source.abs.display(), e))?;
                 total += size;
                 by_path.insert(source.rel.clone(), (size, hash.clone()));
                 (size, hash)

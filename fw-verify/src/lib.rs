@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use fw_core::keyring::Keyring;
-use fw_core::progress::ProgressBar;
 use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::progress::ProgressBar;
 use fw_core::trust::{self, Signer};
 use fw_core::{Error, Result};
 
@@ -360,10 +360,7 @@ pub fn compare_tree(
     }
 
     // Hash on all cores: small files in parallel, large ones each on all.
-    fw_core::progress::set_total(
-        progress,
-        to_hash.iter().filter_map(|e| e.size).sum(),
-    );
+    fw_core::progress::set_total(progress, to_hash.iter().filter_map(|e| e.size).sum());
     let hashed: Vec<(&Entry, std::io::Result<(u64, String)>)> = to_hash
         .par_iter()
         .map(|entry| {
