@@ -1175,6 +1175,21 @@ fn a_dead_server_makes_one_line_naming_the_download() {
     assert_eq!(records[0]["event"], "error");
     assert_eq!(records[0]["code"], 1);
     assert_eq!(records[0]["exit"], "failed");
+
+    // A stage that refuses the package says it, once: fw-install adds
+    // nothing but its exit code and the status line.
+    let package = std::fs::read(d.package("fw", "v2", 1)).unwrap();
+    let cut = d.tmp.path().join("cut.fw");
+    std::fs::write(&cut, &package[..package.len() / 2]).unwrap();
+    let stderr = exits(d.install(&cut), 4);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("fw-unseal: error: "), "{stderr}");
+    assert_eq!(
+        d.status_states().last().map(String::as_str),
+        Some("update_failed")
+    );
+    assert_eq!(d.versions(), ["fw"]);
+    assert!(d.staging_is_empty());
 }
 
 #[test]
