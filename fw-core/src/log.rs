@@ -355,7 +355,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951782400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1714564800), "2024-05-01T12:00:00Z");
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1714564800_250);
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_714_564_800_250);
         assert_eq!(rfc3339_millis(time), "2024-05-01T12:00:00.250Z");
     }
 

@@ -53,7 +53,8 @@ fn fw_install() -> Command {
         .arg(value("F", "log-format", "human (default, or $FW_LOG_FORMAT) or json: one JSON record per line on stderr (see fw(7)), from this script and every tool"))
         .after_long_help(
             "A failure is reported once, in one line naming the stage that failed first and its \
-             cause; a stage left without input by it stays quiet (exit 9).\n\n\
+             cause: curl's message inside fw-install's line, or the line of the fw tool that \
+             refused the package (a stage left without input stays quiet, exit 9).\n\n\
              STATUS LINES (--status FILE, or fd 3), one JSON object per step, with the schema of \
              fw-update's status events (fw(7)): status (verifying, installing, switching, \
              updated, update_failed, rolled_back, failsafe), name, current_version, \
