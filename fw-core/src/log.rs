@@ -182,11 +182,6 @@ impl Record {
         self
     }
 
-    /// Adds a path field, as text whatever bytes the path holds.
-    pub fn path(self, key: &str, path: &std::path::Path) -> Record {
-        self.field(key, path.to_string_lossy())
-    }
-
     /// Writes the record for `tool`, if its level is enabled.
     pub fn emit(self, tool: &str, message: &str) {
         if !(self.always || enabled(self.level)) {
