@@ -407,7 +407,8 @@ fn a_compression_layer_is_refused_before_a_byte() {
     }
     assert!(bomb.len() < 8 << 10, "{} bytes", bomb.len());
     let attack = w.file("bomb.fw", &bomb);
-    let [(unseal_code, unseal_rss, unseal_err), (unpack_code, _, _)] = w.unseal_unpack(&attack);
+    let [(unseal_code, unseal_rss, unseal_err), (unpack_code, _, unpack_err)] =
+        w.unseal_unpack(&attack);
     eprintln!(
         "{} bytes: fw-unseal {unseal_code:?} {unseal_rss} KiB: {unseal_err}",
         bomb.len()
@@ -415,8 +416,9 @@ fn a_compression_layer_is_refused_before_a_byte() {
     assert_eq!(unseal_code, Some(4), "{unseal_err}");
     assert!(unseal_err.contains("compression"), "{unseal_err}");
     assert!(unseal_rss < MAX_RSS_KIB);
-    // fw-unpack got nothing at all.
-    assert_eq!(unpack_code, Some(5));
+    // fw-unpack got nothing at all: exit 9, no input (fw-unseal said why).
+    assert_eq!(unpack_code, Some(9));
+    assert_eq!(unpack_err, "", "one failure, one line: fw-unseal's");
     let out = run_file(&mut w.unseal(), &attack);
     assert!(fails_with(out, 4).is_empty(), "not a byte written");
     w.assert_nothing_installed("compression");

@@ -15,6 +15,10 @@ pub enum ExitCode {
     Busy = 6,
     RolledBack = 7,
     Failsafe = 8,
+    /// No input: stdin was a pipe that ended before its first byte (or
+    /// before the path line), because the stage before failed and said
+    /// why. Reported quietly (a detail, with -v), never as a usage error.
+    NoInput = 9,
     /// The reader of stdout went away: not this stage's failure, but a
     /// consequence of a later one. 128 + SIGPIPE, as a shell reports a
     /// process killed by SIGPIPE.
@@ -24,6 +28,23 @@ pub enum ExitCode {
 impl ExitCode {
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// A short name of the code, for logs (`"security"`, `"no_input"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitCode::Done => "done",
+            ExitCode::Failed => "failed",
+            ExitCode::Usage => "usage",
+            ExitCode::RetryLater => "retry_later",
+            ExitCode::Security => "security",
+            ExitCode::Invalid => "invalid",
+            ExitCode::Busy => "busy",
+            ExitCode::RolledBack => "rolled_back",
+            ExitCode::Failsafe => "failsafe",
+            ExitCode::NoInput => "no_input",
+            ExitCode::BrokenPipe => "broken_pipe",
+        }
     }
 
     /// The code a child fw tool (or fw-install) exited with, as ours: any number
@@ -39,6 +60,7 @@ impl ExitCode {
             ExitCode::Busy,
             ExitCode::RolledBack,
             ExitCode::Failsafe,
+            ExitCode::NoInput,
             ExitCode::BrokenPipe,
         ]
         .into_iter()
@@ -82,6 +104,10 @@ impl Error {
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(ExitCode::Usage, message)
     }
+    /// stdin, a pipe, ended before anything came: the stage before failed.
+    pub fn no_input(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::NoInput, message)
+    }
 
     /// An I/O failure on `what` (a path, "stdin", "stdout").
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
@@ -113,13 +139,22 @@ impl std::error::Error for Error {}
 
 /// Reports `result` the way every fw binary does: nothing on success, one
 /// line `TOOL: error: MESSAGE` on stderr otherwise, and the matching exit code.
+/// A stage that lost its reader (141), or got no input because the stage
+/// before failed (9), leaves the report to the stage that failed: one
+/// failure, one line.
 pub fn report(tool: &str, result: Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => ExitCode::Done.into(),
-        // A closed pipe is reported by the stage that closed it.
         Err(err) if err.code == ExitCode::BrokenPipe => err.code.into(),
         Err(err) => {
-            crate::log::emit(crate::log::Level::Error, tool, &err.message);
+            let level = match err.code {
+                ExitCode::NoInput => crate::log::Level::Debug,
+                _ => crate::log::Level::Error,
+            };
+            crate::log::Record::new(level, "error")
+                .field("code", err.code.code())
+                .field("exit", err.code.name())
+                .emit(tool, &err.message);
             err.code.into()
         }
     }
@@ -136,7 +171,8 @@ mod tests {
         assert_eq!(ExitCode::Failsafe.code(), 8);
         assert_eq!(ExitCode::from_status(7), ExitCode::RolledBack);
         assert_eq!(ExitCode::from_status(141), ExitCode::BrokenPipe);
-        assert_eq!(ExitCode::from_status(9), ExitCode::Failed);
+        assert_eq!(ExitCode::from_status(9), ExitCode::NoInput);
+        assert_eq!(ExitCode::from_status(10), ExitCode::Failed);
         assert_eq!(ExitCode::from_status(-1), ExitCode::Failed);
     }
 

@@ -239,6 +239,15 @@ pub fn validate_path(path: &str) -> Result<()> {
 /// all cores, a chunk at a time: read, not mapped, so that memory stays
 /// flat (a mapped 2 GiB file shows as 2 GiB of resident memory).
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    hash_file_counting(path, |_| ())
+}
+
+/// As [`hash_file`], telling `count` the bytes of each chunk hashed (for a
+/// progress bar).
+pub fn hash_file_counting(
+    path: &Path,
+    mut count: impl FnMut(u64),
+) -> std::io::Result<(u64, String)> {
     const LARGE: u64 = 4 << 20;
     let mut hasher = blake3::Hasher::new();
     let mut file = std::fs::File::open(path)?;
@@ -256,6 +265,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
         } else {
             hasher.update(&buf[..n]);
         }
+        count(n as u64);
     }
     Ok((hasher.count(), hasher.finalize().to_hex().to_string()))
 }

@@ -12,7 +12,8 @@ use crate::HookName;
 
 /// The version directory `path`, absolute and checked to be a directory.
 pub fn version_dir(path: &Path) -> Result<PathBuf> {
-    let abs = std::fs::canonicalize(path).map_err(|e| {
+    // A missing path exits 1 as in every tool.
+    let abs = std::fs::canonicalize(fw_core::cli::existing(path)?).map_err(|e| {
         Error::usage(format!(
             "{}: {e}: give the version's directory (e.g. /opt/firmware/NAME)",
             path.display()

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use fw_core::Result;
 use fw_hook::cli::Cli;
 use fw_hook::{GivenEnv, Interrupt, Request, Settings};
@@ -26,12 +25,13 @@ fn run(cli: Cli) -> Result<()> {
             signal_mask: Some(signal_mask),
         },
     };
-    fw_hook::run(&request, &interrupt, Box::new(std::io::stderr())).map(drop)
+    // Hooks speak on stderr; with JSON logs, each line as a record.
+    fw_hook::run(&request, &interrupt, fw_core::log::child_output("fw-hook")).map(drop)
 }
 
 fn main() -> ExitCode {
     // Before any thread starts: a SIGCHLD inherited ignored would lose the hook's status.
     fw_nbio::reset_sigchld();
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-hook", run(cli))
 }

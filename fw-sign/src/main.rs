@@ -1,7 +1,6 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::{Error, Result};
 use fw_sign::cli::{Cli, Command};
 
@@ -77,6 +76,6 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     fw_core::cli::return_large_buffers();
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-sign", run(cli))
 }

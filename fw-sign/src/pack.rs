@@ -244,9 +244,13 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
 }
 
 /// Hashes every regular file (a hard-link group once) into the manifest.
-fn hash_files(entries: &mut [SourceEntry]) -> Result<u64> {
+/// `progress` gets a total of twice the
+/// bytes of the tree (each file is read twice: hashed here, then packed)
+/// and counts the first pass.
+fn hash_files(entries: &mut [SourceEntry], progress: &ProgressBar) -> Result<u64> {
     let mut by_path: HashMap<String, (u64, String)> = HashMap::new();
     let mut total = 0;
+    fw_core::progress::set_total(progress, 2 * tree_bytes(entries));
     for source in entries.iter_mut() {
         if source.entry.kind != Kind::File {
             continue;
@@ -254,7 +258,7 @@ fn hash_files(entries: &mut [SourceEntry]) -> Result<u64> {
         let (size, hash) = match &source.entry.hardlink {
             Some(first) => by_path[first].clone(),
             None => {
-                let (size, hash) = manifest::hash_file(&source.abs)
+                let (size, hash) = manifest::hash_file_counting(&source.abs, |n| progress.inc(n))
                     .map_err(|e| Error::io(source.abs.display(), e))?;
                 total += size;
                 by_path.insert(source.rel.clone(), (size, hash.clone()));
@@ -265,6 +269,17 @@ fn hash_files(entries: &mut [SourceEntry]) -> Result<u64> {
         source.entry.blake3 = Some(hash);
     }
     Ok(total)
+}
+
+/// The bytes of the files of `entries` (each hard-linked file once), as
+/// the file system says before they are read: the total of the bar.
+fn tree_bytes(entries: &[SourceEntry]) -> u64 {
+    entries
+        .iter()
+        .filter(|s| s.entry.kind == Kind::File && s.entry.hardlink.is_none())
+        .filter_map(|s| std::fs::symlink_metadata(&s.abs).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// A detached v4 signature over `data` made at `time`, without sequoia's
@@ -507,8 +522,9 @@ pub fn pack<W: Write + Send + Sync>(options: &PackOptions, out: W) -> Result<Pac
     pack_with_progress(options, out, &ProgressBar::hidden())
 }
 
-/// Packs `options.dir` into `out`, counting the content bytes written into
-/// `progress` (its length is set once the tree is hashed).
+/// Packs `options.dir` into `out`, counting into `progress` the bytes of
+/// the tree as they are read, first to hash them, then to pack them (its
+/// total is twice the tree's bytes, set from the walk).
 pub fn pack_with_progress<W: Write + Send + Sync>(
     options: &PackOptions,
     out: W,
@@ -539,8 +555,9 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
     let created_time = UNIX_EPOCH + Duration::from_secs(created);
 
     let mut entries = scan(&options.dir, &excluded, options.source_date_epoch)?;
-    let content_bytes = hash_files(&mut entries)?;
-    progress.set_length(content_bytes);
+    let content_bytes = hash_files(&mut entries, progress)?;
+    // Files that changed size since the walk: the bar still ends at its total.
+    progress.set_length(2 * content_bytes);
     let manifest = Manifest {
         format: manifest::FORMAT,
         name: name.clone(),
@@ -606,9 +623,9 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
         &entries,
         progress,
     )?;
-    progress.finish_and_clear();
     let literal = gzip.finish().map_err(|e| Error::io("stdout", e))?;
     literal.finalize().map_err(openpgp_error)?;
+    fw_core::progress::finish(progress);
 
     note!(
         "packed {} {} ({} entries, {} bytes){}",

@@ -25,6 +25,11 @@ use clap::Parser;
 /// anything but whole gzip members. On SIGTERM or SIGINT it removes its
 /// staging directory.
 ///
+/// A sealed package on stdin (OpenPGP, not yet through fw-unseal) is
+/// refused at once (exit 5), a terminal too (exit 2). A pipe that ends
+/// before its first byte means the stage before failed and said why:
+/// exit 9, quietly (the reason shows with -v).
+///
 /// Example:
 ///   fw-unseal < rootfs.fw | fw-unpack --target /opt/firmware | fw-verify
 #[derive(Parser)]

@@ -1,8 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::keyring::{self, Keyring};
-use fw_core::{note, Result};
+use fw_core::{note, Error, Result};
 use fw_unpack::cli::Cli;
 use fw_unpack::Cleanup;
 
@@ -25,12 +24,34 @@ fn clean_up_on_signals(cleanup: Cleanup) -> Result<()> {
     .map(drop)
 }
 
+/// Waits for the first bytes of stdin and refuses what is surely not an
+/// unsealed package, before anything is made on the target.
+fn check_input() -> Result<()> {
+    fw_core::cli::refuse_terminal_stdin("pipe a package in: fw-unseal pkg.fw | fw-unpack")?;
+    // Stdin's buffer keeps what is peeked for the unpacking below.
+    let first = fw_core::cli::peek(&mut std::io::stdin().lock(), 16)?;
+    if first.is_empty() {
+        return Err(fw_core::cli::no_input(
+            "fw-unseal",
+            Error::invalid("stdin is empty: no package"),
+        ));
+    }
+    if fw_core::trust::looks_like_openpgp(&first) {
+        return Err(Error::invalid(
+            "stdin is a sealed package (OpenPGP): pipe it through fw-unseal first: \
+             fw-unseal pkg.fw | fw-unpack",
+        ));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
+    check_input()?;
     let cleanup = Cleanup::new();
     clean_up_on_signals(cleanup.clone())?;
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
-    let target = fw_core::target::resolve(cli.target.as_deref());
+    let target = fw_core::cli::target_to_write(cli.target.as_deref())?;
     let staging = fw_unpack::prepare_staging(&target)?;
     let max_bytes = match cli.max_bytes {
         Some(n) => n,
@@ -43,7 +64,7 @@ fn run(cli: Cli) -> Result<()> {
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
     let input = fw_core::progress::ProgressReader::new(std::io::stdin(), bar.clone());
     let unpacked = fw_unpack::unpack(input, &staging, max_bytes, &shared, &keyring, &cleanup);
-    bar.finish_and_clear();
+    fw_core::progress::finish(&bar);
     let unpacked = unpacked?;
     note!(
         "unpacked {} ({} entries, {} bytes; {} files, {} bytes shared with installed versions; \
@@ -67,6 +88,6 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-unpack", run(cli))
 }

@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::Result;
 use fw_update::cli::{Cli, Cmd};
 use fw_update::{config, Action, Updater};
@@ -21,6 +20,6 @@ fn run(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     // Before any thread starts: a SIGCHLD inherited ignored would lose every child's status.
     fw_nbio::reset_sigchld();
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-update", run(cli))
 }

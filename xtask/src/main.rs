@@ -18,6 +18,7 @@ fn fw_install() -> Command {
         Arg::new(id).long(id).value_name(name).help(help)
     };
     Command::new("fw-install")
+        .version(env!("CARGO_PKG_VERSION"))
         .about("Install an fw package on the target, switch to it, run its hooks, roll back on failure")
         .long_about(
             "Install an fw package (a file, an http(s) URL streamed through curl, or - for stdin) \
@@ -48,6 +49,18 @@ fn fw_install() -> Command {
                 .help("install the package even if an identical version (same manifest) is installed already"),
         )
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("more detail on stderr, from every tool"))
+        .arg(value("F", "log-format", "human (default, or $FW_LOG_FORMAT) or json: one JSON record per line on stderr (see fw(7)), from this script and every tool"))
+        .after_long_help(
+            "A failure is reported once, in one line naming the stage that failed first and its \
+             cause: curl's message inside fw-install's line, or the line of the fw tool that \
+             refused the package (a stage left without input stays quiet, exit 9).\n\n\
+             STATUS LINES (--status FILE, or fd 3), one JSON object per step, with the schema of \
+             fw-update's status events (fw(7)): status (verifying, installing, switching, \
+             updated, update_failed, rolled_back, failsafe), name, current_version, \
+             latest_version, error (\"\" unless failed), last_checked (always \"\"), time \
+             (seconds since 1970), from and to (the version directories).",
+        )
         .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
 }
 
