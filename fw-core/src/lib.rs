@@ -2,8 +2,10 @@
 //! the signed manifest, keyring loading, the one trust rule for OpenPGP
 //! signatures, and stderr logging.
 
+pub mod archive;
 pub mod cli;
 pub mod error;
+pub mod framing;
 pub mod journal;
 pub mod keyring;
 pub mod lock;

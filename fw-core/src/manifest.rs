@@ -4,8 +4,17 @@
 //! `NAME/.fw/manifest.sig`), and is the first entry of every package.
 //! `.fw/` itself is fw's own and never listed.
 //!
-//! Modification times are deliberately not part of it: two builds of the
-//! same file are the same file, and fw-verify does not compare mtimes.
+//! Modification times are listed (`mtime`) but are not part of a file's
+//! identity: two builds of the same file are the same file, fw-verify does
+//! not compare them, and sharing between versions ignores them. They are
+//! there so that a delta upgrade (fw-fetch), which synthesises each tar
+//! header from the manifest, restores the same times as a full install.
+//!
+//! Format 2 also says where each file's content lies in the package's
+//! tar.gz (`gz`, and the top-level `gz_length`): the table of contents that
+//! lets fw-fetch download by HTTP Range only the files a device lacks,
+//! authenticated by the manifest's signature. Format 1 manifests (no
+//! `mtime`, no `gz`) are still read.
 
 use std::io::Read;
 use std::path::Path;
@@ -19,8 +28,10 @@ pub const FW_DIR: &str = ".fw";
 pub const MANIFEST_PATH: &str = ".fw/manifest.json";
 pub const SIGNATURE_PATH: &str = ".fw/manifest.sig";
 
-/// The manifest's own format version.
-pub const FORMAT: u32 = 1;
+/// The manifest's format version that fw-sign writes.
+pub const FORMAT: u32 = 2;
+/// The oldest format still read (no `mtime`, no `gz`).
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// Names a version directory may not take: they are the target's links.
 pub const RESERVED_NAMES: &[&str] = &["current", "previous", "failsafe"];
@@ -39,6 +50,11 @@ pub struct Manifest {
     pub created: u64,
     /// The packing tool and its version, e.g. `fw-sign 0.1.0`.
     pub tool: String,
+    /// Bytes of the package's tar.gz after the gzip members of the
+    /// manifest and its signature (format 2): the end of the last range
+    /// that an entry's `gz` can name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gz_length: Option<u64>,
     /// Every entry of the tree but `.fw/`, sorted by path; `.` is the root.
     pub entries: Vec<Entry>,
 }
@@ -86,6 +102,16 @@ pub struct Entry {
     /// file (in manifest order) of the same inode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardlink: Option<String>,
+    /// Modification time, seconds since 1970 (format 2). Informational:
+    /// restored on unpack, never compared, not part of a file's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<u64>,
+    /// Files with content (format 2): `[offset, length]` of the gzip
+    /// members holding exactly the file's bytes, in the package's tar.gz,
+    /// counted from the first member after the manifest's and its
+    /// signature's members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gz: Option<[u64; 2]>,
 }
 
 impl Manifest {
@@ -105,15 +131,35 @@ impl Manifest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&self.format) {
             return Err(Error::invalid(format!(
-                "{MANIFEST_PATH} has format {}, this fw reads format {FORMAT}: upgrade fw",
+                "{MANIFEST_PATH} has format {}, this fw reads formats {OLDEST_FORMAT} to {FORMAT}: \
+                 upgrade fw",
                 self.format
             )));
         }
         validate_name(&self.name)?;
         let mut previous: Option<&str> = None;
+        // The members of successive files follow each other in the tar.gz.
+        let mut gz_end = 0u64;
         for entry in &self.entries {
+            if let Some([offset, length]) = entry.gz {
+                let end = offset.checked_add(length);
+                let fits = entry.kind == Kind::File
+                    && entry.hardlink.is_none()
+                    && entry.size.is_some_and(|s| s > 0)
+                    && length > 0
+                    && offset >= gz_end
+                    && end.is_some_and(|end| Some(end) <= self.gz_length);
+                if !fits {
+                    return Err(Error::invalid(format!(
+                        "{MANIFEST_PATH}: entry {:?} names gzip members that are out of order \
+                         or out of the package",
+                        entry.path
+                    )));
+                }
+                gz_end = end.unwrap_or(u64::MAX);
+            }
             validate_path(&entry.path)?;
             if let Some(prev) = previous {
                 if path_order(prev, &entry.path) != std::cmp::Ordering::Less {
@@ -240,6 +286,7 @@ mod tests {
             security_version: 3,
             created: 0,
             tool: "fw-sign test".into(),
+            gz_length: None,
             entries: vec![
                 Entry {
                     path: ".".into(),
@@ -251,6 +298,8 @@ mod tests {
                     blake3: None,
                     target: None,
                     hardlink: None,
+                    mtime: None,
+                    gz: None,
                 },
                 Entry {
                     path: "bin".into(),
@@ -262,6 +311,8 @@ mod tests {
                     blake3: None,
                     target: None,
                     hardlink: None,
+                    mtime: None,
+                    gz: None,
                 },
                 Entry {
                     path: "bin/app".into(),
@@ -273,6 +324,8 @@ mod tests {
                     blake3: Some(blake3::hash(b"abc").to_hex().to_string()),
                     target: None,
                     hardlink: None,
+                    mtime: None,
+                    gz: None,
                 },
                 Entry {
                     path: "bin.txt".into(),
@@ -284,6 +337,8 @@ mod tests {
                     blake3: None,
                     target: Some("bin/app".into()),
                     hardlink: None,
+                    mtime: Some(1),
+                    gz: None,
                 },
             ],
         }
@@ -328,6 +383,28 @@ mod tests {
         let dup = manifest.entries[2].clone();
         manifest.entries.insert(2, dup);
         assert!(manifest.validate().is_err());
+    }
+
+    #[test]
+    fn gzip_ranges_must_follow_each_other_inside_the_package() {
+        let mut manifest = sample();
+        manifest.entries[2].gz = Some([10, 5]);
+        assert!(manifest.validate().is_err(), "no gz_length");
+        manifest.gz_length = Some(15);
+        manifest.validate().unwrap();
+        manifest.gz_length = Some(14);
+        assert!(manifest.validate().is_err(), "past the end");
+        manifest.gz_length = Some(100);
+        manifest.entries[1].gz = Some([0, 1]);
+        assert!(manifest.validate().is_err(), "a directory has no members");
+        manifest.entries[1].gz = None;
+        manifest.entries[2].gz = Some([u64::MAX, 2]);
+        assert!(manifest.validate().is_err(), "overflow");
+        let mut old = sample();
+        old.format = OLDEST_FORMAT;
+        Manifest::from_json(&old.to_json()).unwrap();
+        old.format = FORMAT + 1;
+        assert!(Manifest::from_json(&old.to_json()).is_err());
     }
 
     #[test]

@@ -19,10 +19,21 @@
 //! does not carry it) is inflated the ordinary way, on one thread, from
 //! that member on: fw-unpack accepts exactly the gzip streams it accepted
 //! before, and still requires every member's trailer and then EOF.
+//!
+//! Two more subfields serve HTTP Range deltas (fw-fetch):
+//! - `F` `B` (8 bytes, little-endian), in the first member of a package
+//!   only: the length of the members that hold the manifest and its
+//!   signature, i.e. where the tree's members begin, so that a device can
+//!   fetch exactly the package's head.
+//! - `F` `O` (8 bytes): an *omitted* member, written by fw-fetch in place
+//!   of a file's data that the device already holds. It is empty and
+//!   stands for that many bytes, which may be skipped (fw-unpack links the
+//!   file from an installed version) but never read: reading them is an
+//!   error, so omitted data is never silently taken for content. Only a
+//!   reader made with [`GzReader::accepting_omitted`] accepts them at all.
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,8 +47,11 @@ pub const BLOCK: usize = 1 << 20;
 /// The largest member [`GzReader`] inflates in parallel, compressed or
 /// not: bounds the memory a hostile stream can make it hold.
 pub const MAX_MEMBER: usize = 4 << 20;
-/// The extra subfield's identifier.
+/// The extra subfields' identifiers: the member's length, the base (in a
+/// package's first member), an omitted member's size.
 const SUBFIELD: [u8; 2] = *b"FW";
+const BASE: [u8; 2] = *b"FB";
+const OMITTED: [u8; 2] = *b"FO";
 /// Header of a member written here: magic, deflate, FEXTRA, mtime 0,
 /// XFL 0, OS 255 (unknown), XLEN 8, then the subfield: `F` `W`, length 4,
 /// and the member's length (filled in).
@@ -133,12 +147,115 @@ pub fn compress_member(data: &[u8], level: Compression) -> Vec<u8> {
     out
 }
 
+/// What an fw member's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Bytes of the header (fixed part and extra field).
+    pub header_len: usize,
+    /// The whole member's length, from its `FW` subfield.
+    pub len: usize,
+    /// `FB`: where a package's tree members begin.
+    pub base: Option<u64>,
+    /// `FO`: the size an omitted member stands for.
+    pub omitted: Option<u64>,
+}
+
+/// Parses the header of the fw member that `bytes` starts with. `None` if
+/// `bytes` is too short to hold it or it is not an fw member (no `FW`
+/// subfield, or a name, comment or header CRC after the extra field).
+pub fn member_info(bytes: &[u8]) -> Option<MemberInfo> {
+    if bytes.len() < 12 || bytes[..3] != [0x1f, 0x8b, 8] || bytes[3] != FEXTRA {
+        return None;
+    }
+    let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
+    let extra = bytes.get(12..12 + xlen)?;
+    let (mut len, mut base, mut omitted) = (None, None, None);
+    let mut rest = extra;
+    while rest.len() >= 4 {
+        let field_len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
+        let Some(value) = rest.get(4..4 + field_len) else {
+            break;
+        };
+        match (&[rest[0], rest[1]], field_len) {
+            (&SUBFIELD, 4) => len = Some(u32::from_le_bytes(value.try_into().ok()?) as usize),
+            (&BASE, 8) => base = Some(u64::from_le_bytes(value.try_into().ok()?)),
+            (&OMITTED, 8) => omitted = Some(u64::from_le_bytes(value.try_into().ok()?)),
+            _ => {}
+        }
+        rest = &rest[4 + field_len..];
+    }
+    Some(MemberInfo {
+        header_len: 12 + xlen,
+        len: len?,
+        base,
+        omitted,
+    })
+}
+
+/// Marks the first of `members` (written by this crate: a [`GzWriter`]'s
+/// output) with the `FB` subfield: the length of all of them, which grows
+/// by the subfield's own 12 bytes. fw-sign marks the members of the
+/// manifest and its signature so.
+pub fn mark_base(members: &[u8]) -> Vec<u8> {
+    let first = member_info(members).expect("a member written by GzWriter");
+    assert_eq!(first.header_len, HEADER_LEN, "an unmarked member of this crate");
+    let total = members.len() as u64 + 12;
+    let mut out = Vec::with_capacity(members.len() + 12);
+    out.extend_from_slice(&members[..10]);
+    out.extend_from_slice(&(8u16 + 12).to_le_bytes());
+    out.extend_from_slice(&SUBFIELD);
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&(first.len as u32 + 12).to_le_bytes());
+    out.extend_from_slice(&BASE);
+    out.extend_from_slice(&8u16.to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+    out.extend_from_slice(&members[HEADER_LEN..]);
+    out
+}
+
+/// An omitted member standing for `size` bytes (see the crate's comment).
+pub fn omitted_member(size: u64) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, FEXTRA, 0, 0, 0, 0, 0, 255];
+    out.extend_from_slice(&20u16.to_le_bytes());
+    out.extend_from_slice(&SUBFIELD);
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&42u32.to_le_bytes());
+    out.extend_from_slice(&OMITTED);
+    out.extend_from_slice(&8u16.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    // An empty final deflate block, then CRC-32 and size of nothing.
+    out.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    debug_assert_eq!(out.len(), 42);
+    out
+}
+
+/// Inflates the fw members that `bytes` holds exactly (each whole and
+/// checked), handing each member's output to `sink`; returns the total.
+/// `at` is where `bytes` starts in its stream, for errors.
+pub fn inflate_members(
+    mut bytes: &[u8],
+    mut at: u64,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    while !bytes.is_empty() {
+        let info = member_info(bytes)
+            .filter(|i| i.omitted.is_none() && i.len <= bytes.len() && i.len <= MAX_MEMBER)
+            .ok_or_else(|| corrupt(at, "not a whole gzip member of an fw package"))?;
+        let data = inflate_member(&bytes[..info.len], info.header_len, at)?;
+        sink(&data)?;
+        total += data.len() as u64;
+        bytes = &bytes[info.len..];
+        at += info.len as u64;
+    }
+    Ok(total)
+}
+
 /// A `Write` that gzips what it is given as a series of members of
 /// [`BLOCK`] bytes, compressed on all cores and written in order.
 /// Call [`GzWriter::finish`] to write the last member and get `W` back.
 pub struct GzWriter<W: Write> {
     out: W,
-    cut: Arc<AtomicBool>,
     level: Compression,
     block: Vec<u8>,
     /// Members being compressed, in order, with their input sizes.
@@ -146,6 +263,8 @@ pub struct GzWriter<W: Write> {
     pending_bytes: usize,
     max_pending_bytes: usize,
     members: u64,
+    /// Lengths of the members written so far, in order.
+    lengths: Vec<u32>,
     pool: Pool,
 }
 
@@ -161,7 +280,6 @@ impl<W: Write> GzWriter<W> {
         let threads = threads.max(1);
         GzWriter {
             out,
-            cut: Arc::default(),
             level,
             block: Vec::with_capacity(BLOCK),
             pending: VecDeque::new(),
@@ -172,6 +290,7 @@ impl<W: Write> GzWriter<W> {
             // memory stays bounded.
             max_pending_bytes: threads * 2 * BLOCK,
             members: 0,
+            lengths: Vec::new(),
             pool: Pool::new(threads),
         }
     }
@@ -197,22 +316,35 @@ impl<W: Write> GzWriter<W> {
                 .recv()
                 .map_err(|_| io::Error::other("a gzip compressing thread died"))?;
             self.out.write_all(&member)?;
+            self.lengths
+                .push(u32::try_from(member.len()).expect("members are at most MAX_MEMBER"));
         }
         Ok(())
     }
 
-    /// A flag that, set, ends the current member before the next write.
-    /// fw-sign sets it around a large file's data, so that the data fills
-    /// whole members of its own, which an upgrade that already has the file
-    /// skips without inflating. The cuts depend only on what is written,
-    /// so the output stays reproducible.
-    pub fn cut_marker(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.cut)
+    /// Ends the current member (if it holds anything), so that what is
+    /// written next starts a member of its own; returns that member's
+    /// index. fw-sign cuts before and after each file's data, so that the
+    /// data fills whole members of its own: an upgrade that has the file
+    /// skips them without inflating, and fw-fetch downloads exactly them.
+    /// The cuts depend only on what is written, so the output stays
+    /// reproducible.
+    pub fn cut(&mut self) -> io::Result<u64> {
+        if !self.block.is_empty() {
+            self.submit_block()?;
+        }
+        Ok(self.members)
     }
 
     /// Writes what is left (an empty member if nothing was written at
     /// all: a gzip stream has at least one) and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_lengths().map(|(out, _)| out)
+    }
+
+    /// Like [`GzWriter::finish`], also returning the length of every
+    /// member, in order (the members that [`GzWriter::cut`] numbered).
+    pub fn finish_with_lengths(mut self) -> io::Result<(W, Vec<u32>)> {
         if !self.block.is_empty() || self.members == 0 {
             self.submit_block()?;
         }
@@ -220,17 +352,16 @@ impl<W: Write> GzWriter<W> {
             self.write_oldest()?;
         }
         self.out.flush()?;
-        let GzWriter { out, pool, .. } = self;
+        let GzWriter {
+            out, pool, lengths, ..
+        } = self;
         drop(pool);
-        Ok(out)
+        Ok((out, lengths))
     }
 }
 
 impl<W: Write> Write for GzWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.cut.swap(false, Ordering::Relaxed) && !self.block.is_empty() {
-            self.submit_block()?;
-        }
         let n = buf.len().min(BLOCK - self.block.len());
         self.block.extend_from_slice(&buf[..n]);
         if self.block.len() == BLOCK {
@@ -302,6 +433,8 @@ enum Piece {
     /// A whole fw member, not yet inflated: the reader decides whether to
     /// inflate it or, inside skipped bytes, to drop it.
     Member(Member),
+    /// An omitted member: this many bytes that may be skipped, never read.
+    Omitted { size: u64, at: u64 },
     /// Bytes inflated by the splitting thread itself (a stream that is not
     /// fw's), or the error that ended the stream.
     Inflated(io::Result<Vec<u8>>),
@@ -317,11 +450,11 @@ struct Member {
     at: u64,
 }
 
-/// A member header read off the stream: its bytes, and the member's total
-/// length if it carries fw's subfield.
+/// A member header read off the stream: its bytes, and what its
+/// subfields say if it is one of fw's.
 struct Header {
     bytes: Vec<u8>,
-    member_len: Option<usize>,
+    info: Option<MemberInfo>,
 }
 
 /// Reads a member header if it is one of fw's: the fixed part, and with
@@ -331,34 +464,18 @@ fn read_header(input: &mut impl Read) -> io::Result<Header> {
     let mut bytes = Vec::new();
     let n = read_up_to(input, 12, &mut bytes)?;
     if n < 12 || bytes[..3] != [0x1f, 0x8b, 8] || bytes[3] & FEXTRA == 0 {
-        return Ok(Header {
-            bytes,
-            member_len: None,
-        });
+        return Ok(Header { bytes, info: None });
     }
     let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
-    let n = read_up_to(input, xlen, &mut bytes)?;
-    // Name, comment or header CRC after the extra field: not fw's shape.
-    let plain = bytes[3] & !FEXTRA == 0 && n == xlen;
-    let mut member_len = None;
-    let mut rest = &bytes[12..];
-    while plain && rest.len() >= 4 {
-        let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
-        if rest.len() < 4 + len {
-            break;
-        }
-        if rest[..2] == SUBFIELD && len == 4 {
-            member_len = Some(u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize);
-        }
-        rest = &rest[4 + len..];
-    }
-    Ok(Header { bytes, member_len })
+    read_up_to(input, xlen, &mut bytes)?;
+    let info = member_info(&bytes);
+    Ok(Header { bytes, info })
 }
 
 /// The splitting thread: cuts fw members off the stream and hands them
 /// over whole; from the first other member on, inflates the rest itself
 /// with an ordinary multi-member decoder.
-fn split<R: Read>(input: R, order: SyncSender<Piece>) {
+fn split<R: Read>(input: R, order: SyncSender<Piece>, accept_omitted: bool) {
     let mut input = BufReader::with_capacity(256 << 10, input);
     let mut at = 0u64;
     let send_error = |e: io::Error| {
@@ -379,10 +496,10 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
             let _ = order.send(Piece::End);
             return;
         }
-        let Some(member_len) = header.member_len else {
+        let Some(info) = header.info else {
             return inflate_rest(header.bytes, input, at, &order);
         };
-        let header_len = header.bytes.len();
+        let (member_len, header_len) = (info.len, header.bytes.len());
         if member_len > MAX_MEMBER || member_len < header_len + 8 {
             return send_error(corrupt(
                 at,
@@ -400,15 +517,32 @@ fn split<R: Read>(input: R, order: SyncSender<Piece>) {
             }
             Err(e) => return send_error(e),
         }
-        let size = u32::from_le_bytes(bytes[member_len - 4..].try_into().expect("4 bytes"));
-        let member = Member {
-            bytes,
-            header_len,
-            size: size as u64,
-            at,
+        let piece = match info.omitted {
+            Some(size) if !accept_omitted => {
+                return send_error(corrupt(
+                    at,
+                    format!(
+                        "an omitted member (fw-fetch's mark for {size} bytes the device holds) \
+                         where a package's data must be"
+                    ),
+                ))
+            }
+            Some(size) if size == 0 || bytes != omitted_member(size) => {
+                return send_error(corrupt(at, "a malformed omitted member"))
+            }
+            Some(size) => Piece::Omitted { size, at },
+            None => {
+                let size = u32::from_le_bytes(bytes[member_len - 4..].try_into().expect("4 bytes"));
+                Piece::Member(Member {
+                    bytes,
+                    header_len,
+                    size: size as u64,
+                    at,
+                })
+            }
         };
         at += member_len as u64;
-        if order.send(Piece::Member(member)).is_err() {
+        if order.send(piece).is_err() {
             return; // the reader is gone
         }
     }
@@ -441,6 +575,7 @@ fn inflate_rest<R: Read>(head: Vec<u8>, input: R, at: u64, order: &SyncSender<Pi
 /// A piece the reader has taken off the splitter's channel.
 enum Ahead {
     Raw(Member),
+    Omitted(u64, u64),
     /// Handed to a worker: its size, and where its bytes will arrive.
     Inflating(u64, Receiver<io::Result<Vec<u8>>>),
     Ready(io::Result<Vec<u8>>),
@@ -451,6 +586,7 @@ impl From<Piece> for Ahead {
     fn from(piece: Piece) -> Ahead {
         match piece {
             Piece::Member(m) => Ahead::Raw(m),
+            Piece::Omitted { size, at } => Ahead::Omitted(size, at),
             Piece::Inflated(r) => Ahead::Ready(r),
             Piece::End => Ahead::End,
         }
@@ -491,11 +627,22 @@ impl GzReader {
 
     /// Starts inflating `input` with `threads` inflating threads.
     pub fn with_threads<R: Read + Send + 'static>(input: R, threads: usize) -> Self {
+        Self::start_with(input, threads, false)
+    }
+
+    /// Like [`GzReader::new`], accepting omitted members (fw-fetch's
+    /// output, for `fw-unpack --delta`): their bytes can be skipped, and
+    /// reading them is an error.
+    pub fn accepting_omitted<R: Read + Send + 'static>(input: R) -> Self {
+        Self::start_with(input, threads(), true)
+    }
+
+    fn start_with<R: Read + Send + 'static>(input: R, threads: usize, omitted: bool) -> Self {
         let threads = threads.max(1);
         // Whole members waiting, read ahead of the inflating: each at most
         // about 1 MiB as fw writes them, so memory stays flat.
         let (tx, rx) = mpsc::sync_channel(threads + 1);
-        std::thread::spawn(move || split(input, tx));
+        std::thread::spawn(move || split(input, tx, omitted));
         GzReader {
             order: rx,
             pool: Pool::new(threads),
@@ -575,6 +722,7 @@ impl GzReader {
         }
         let skippable = match self.ahead.front() {
             Some(Ahead::Raw(m)) => Some(m.size),
+            Some(Ahead::Omitted(size, _)) => Some(*size),
             Some(Ahead::Inflating(size, _)) => Some(*size),
             _ => None,
         };
@@ -583,6 +731,16 @@ impl GzReader {
             self.current.clear();
             self.pos = 0;
             return Ok(Some(size));
+        }
+        if let Some(&Ahead::Omitted(size, at)) = self.ahead.front() {
+            return Err(self.fail(corrupt(
+                at,
+                format!(
+                    "these {size} bytes were omitted by fw-fetch (the device holds them) and \
+                     cannot be read: no installed version has the file any more; install the \
+                     full package"
+                ),
+            )));
         }
         self.start(1)?;
         self.prefetched = false;
@@ -596,7 +754,7 @@ impl GzReader {
             Ahead::Inflating(_, rx) => rx
                 .recv()
                 .unwrap_or_else(|_| Err(io::Error::other("a gzip inflating thread died"))),
-            Ahead::Raw(_) => unreachable!("started above"),
+            Ahead::Raw(_) | Ahead::Omitted(..) => unreachable!("started or refused above"),
         };
         match data {
             Ok(data) => {

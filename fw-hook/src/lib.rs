@@ -768,6 +768,7 @@ mod tests {
             security_version,
             created,
             tool: "test".into(),
+            gz_length: None,
             entries: Vec::new(),
         }
     }

@@ -895,6 +895,7 @@ mod tests {
             security_version: 0,
             created: 0,
             tool: "test".into(),
+            gz_length: None,
             entries: vec![manifest::Entry {
                 path: ".".into(),
                 kind: Kind::Dir,
@@ -905,6 +906,8 @@ mod tests {
                 blake3: None,
                 target: None,
                 hardlink: None,
+                mtime: None,
+                gz: None,
             }],
         };
         let mut builder = tar::Builder::new(Vec::new());

@@ -433,6 +433,7 @@ mod tests {
             security_version: 2,
             created: 0,
             tool: "test".into(),
+            gz_length: None,
             entries,
         }
     }
@@ -448,6 +449,8 @@ mod tests {
             blake3: Some(blake3::hash(data).to_hex().to_string()),
             target: None,
             hardlink: None,
+            mtime: None,
+            gz: None,
         }
     }
 
@@ -502,6 +505,8 @@ mod tests {
                 blake3: None,
                 target: None,
                 hardlink: None,
+                mtime: None,
+                gz: None,
             },
             file("changed", 0o644, b"changed"),
             file("missing", 0o644, b""),
