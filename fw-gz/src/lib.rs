@@ -25,7 +25,7 @@
 //!   only: the length of the members that hold the manifest and its
 //!   signature, i.e. where the tree's members begin, so that a device can
 //!   fetch exactly the package's head.
-//! - `F` `O` (8 bytes): an *omitted* member, written by fw-fetch in place
+//! - `F` `H` (8 bytes, "held"): an *omitted* member, written by fw-fetch in place
 //!   of a file's data that the device already holds. It is empty and
 //!   stands for that many bytes, which may be skipped (fw-unpack links the
 //!   file from an installed version) but never read: reading them is an
@@ -51,7 +51,7 @@ pub const MAX_MEMBER: usize = 4 << 20;
 /// package's first member), an omitted member's size.
 const SUBFIELD: [u8; 2] = *b"FW";
 const BASE: [u8; 2] = *b"FB";
-const OMITTED: [u8; 2] = *b"FO";
+const OMITTED: [u8; 2] = *b"FH";
 /// Header of a member written here: magic, deflate, FEXTRA, mtime 0,
 /// XFL 0, OS 255 (unknown), XLEN 8, then the subfield: `F` `W`, length 4,
 /// and the member's length (filled in).
@@ -156,7 +156,7 @@ pub struct MemberInfo {
     pub len: usize,
     /// `FB`: where a package's tree members begin.
     pub base: Option<u64>,
-    /// `FO`: the size an omitted member stands for.
+    /// `FH`: the size an omitted member stands for.
     pub omitted: Option<u64>,
 }
 
