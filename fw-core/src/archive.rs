@@ -17,7 +17,14 @@ use crate::manifest::{Entry, Kind};
 /// A tar block.
 pub const BLOCK: u64 = 512;
 
-fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64, size: u64) -> tar::Header {
+fn header(
+    kind: tar::EntryType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+    size: u64,
+) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);
@@ -45,7 +52,9 @@ pub fn archive_path(name: &str, path: &str) -> String {
 
 /// What `write` puts into a tar builder, without the end-of-archive
 /// blocks that the builder adds when it is done.
-fn tar_bytes(write: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> io::Result<()>) -> io::Result<Vec<u8>> {
+fn tar_bytes(
+    write: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> io::Result<()>,
+) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     write(&mut tar)?;
     let mut bytes = tar.into_inner()?;
@@ -57,7 +66,14 @@ fn tar_bytes(write: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> io::Result<()>) -
 /// header, data and padding.
 pub fn fw_file_bytes(name: &str, path: &str, data: &[u8], created: u64) -> Vec<u8> {
     tar_bytes(|tar| {
-        let mut header = header(tar::EntryType::Regular, 0o644, 0, 0, created, data.len() as u64);
+        let mut header = header(
+            tar::EntryType::Regular,
+            0o644,
+            0,
+            0,
+            created,
+            data.len() as u64,
+        );
         tar.append_data(&mut header, format!("{name}/{path}"), data)
     })
     .expect("a valid firmware name and an fw path make a tar entry")

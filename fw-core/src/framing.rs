@@ -31,7 +31,9 @@ use std::sync::Arc;
 
 use nettle::hash::insecure_do_not_use::Sha1;
 use nettle::hash::Hash as _;
-use openpgp::crypto::symmetric::{BlockCipherMode, Decryptor, Encryptor, PaddingMode, UnpaddingMode};
+use openpgp::crypto::symmetric::{
+    BlockCipherMode, Decryptor, Encryptor, PaddingMode, UnpaddingMode,
+};
 use openpgp::crypto::SessionKey;
 use openpgp::parse::Cookie;
 use openpgp::types::SymmetricAlgorithm;
@@ -325,7 +327,9 @@ pub fn read_header(r: &mut impl Read) -> io::Result<Option<(u8, Len)>> {
     }
     let ctb = b[0];
     if ctb & 0x80 == 0 {
-        return Err(invalid(format!("byte {ctb:#04x} is not an OpenPGP packet tag")));
+        return Err(invalid(format!(
+            "byte {ctb:#04x} is not an OpenPGP packet tag"
+        )));
     }
     if ctb & 0x40 != 0 {
         return Ok(Some((ctb & 0x3f, read_new_len(r)?)));
@@ -408,7 +412,14 @@ pub fn cfb_encryptor<W: Write>(
     key: &SessionKey,
     out: W,
 ) -> openpgp::Result<Encryptor<W>> {
-    Encryptor::new(algo, BlockCipherMode::CFB, PaddingMode::None, key, None, out)
+    Encryptor::new(
+        algo,
+        BlockCipherMode::CFB,
+        PaddingMode::None,
+        key,
+        None,
+        out,
+    )
 }
 
 /// Decrypts ciphertext that starts at a block boundary of the CFB
@@ -434,10 +445,12 @@ pub fn cfb_decrypt(
     Ok(plain)
 }
 
-/// Decrypts a CFB stream from its start, as it is read.
+/// Decrypts a CFB stream as it is read: from its start (`previous` is
+/// None), or from a block boundary given the ciphertext block before it.
 pub fn cfb_reader<'a, R: Read + Send + Sync + 'a>(
     algo: SymmetricAlgorithm,
     key: &SessionKey,
+    previous: Option<&[u8]>,
     ciphertext: R,
 ) -> openpgp::Result<Decryptor<'a>> {
     let source = buffered_reader::Generic::with_cookie(ciphertext, None, Cookie::default());
@@ -446,9 +459,27 @@ pub fn cfb_reader<'a, R: Read + Send + Sync + 'a>(
         BlockCipherMode::CFB,
         UnpaddingMode::None,
         key,
-        None,
+        previous,
         source,
     )
+}
+
+/// Whether `key` decrypts the start of a SEIPD v1 ciphertext (`prefix`:
+/// at least a block and two bytes) to a valid prefix: a block of random
+/// bytes whose last two repeat (RFC 4880 5.13, the session key's quick
+/// check).
+pub fn quick_check(algo: SymmetricAlgorithm, key: &SessionKey, prefix: &[u8]) -> bool {
+    let Ok(block) = algo.block_size() else {
+        return false;
+    };
+    if prefix.len() < block + 2 {
+        return false;
+    }
+    let zero = vec![0u8; block];
+    match cfb_decrypt(algo, key, &zero, &prefix[..block + 2]) {
+        Ok(plain) => plain[block - 2..block] == plain[block..block + 2],
+        Err(_) => false,
+    }
 }
 
 /// The MDC packet's header: tag 19, length 20.
@@ -498,9 +529,12 @@ mod tests {
     use super::*;
 
     fn encode(lead: &[u8], tail: &[u8]) -> Vec<u8> {
-        let mut w = BodyWriter::new(Vec::new(), Body {
-            lead: lead.len() as u64,
-        });
+        let mut w = BodyWriter::new(
+            Vec::new(),
+            Body {
+                lead: lead.len() as u64,
+            },
+        );
         let tail_len = w.tail_len();
         w.write_all(lead).unwrap();
         tail_len.set(tail.len() as u64);
@@ -512,8 +546,14 @@ mod tests {
         let mut r = io::Cursor::new(encoded);
         let first = read_new_len(&mut r).unwrap();
         let mut body = Vec::new();
-        BodyReader::new(&mut r, first).read_to_end(&mut body).unwrap();
-        assert_eq!(r.position() as usize, encoded.len(), "nothing after the body");
+        BodyReader::new(&mut r, first)
+            .read_to_end(&mut body)
+            .unwrap();
+        assert_eq!(
+            r.position() as usize,
+            encoded.len(),
+            "nothing after the body"
+        );
         body
     }
 
@@ -535,14 +575,26 @@ mod tests {
 
     #[test]
     fn bodies_round_trip_and_every_byte_is_where_runs_say() {
-        for (lead, tail) in [(0usize, 0usize), (10, 0), (511, 40), (512, 0), (513, 7), (5000, 300), (70000, 0)] {
+        for (lead, tail) in [
+            (0usize, 0usize),
+            (10, 0),
+            (511, 40),
+            (512, 0),
+            (513, 7),
+            (5000, 300),
+            (70000, 0),
+        ] {
             let lead_bytes: Vec<u8> = (0..lead).map(|i| (i * 7 + 3) as u8).collect();
             let tail_bytes = vec![0xaa; tail];
             let encoded = encode(&lead_bytes, &tail_bytes);
             assert_eq!(decode(&encoded), [lead_bytes.clone(), tail_bytes].concat());
             let body = Body { lead: lead as u64 };
             assert_eq!(body.encoded_len(tail as u64).unwrap(), encoded.len() as u64);
-            for (from, to) in [(0, lead), (lead / 3, (lead / 2 + 1).min(lead)), (lead.saturating_sub(1), lead)] {
+            for (from, to) in [
+                (0, lead),
+                (lead / 3, (lead / 2 + 1).min(lead)),
+                (lead.saturating_sub(1), lead),
+            ] {
                 if from > to {
                     continue;
                 }
@@ -561,9 +613,12 @@ mod tests {
         use openpgp::parse::Parse;
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let mut message = vec![ctb(TAG_LITERAL)];
-        let mut body = BodyWriter::new(Vec::new(), Body {
-            lead: LITERAL_HEADER_LEN + data.len() as u64,
-        });
+        let mut body = BodyWriter::new(
+            Vec::new(),
+            Body {
+                lead: LITERAL_HEADER_LEN + data.len() as u64,
+            },
+        );
         body.write_all(&[b'b', 0, 0, 0, 0, 0]).unwrap();
         body.write_all(&data).unwrap();
         message.extend(body.finish().unwrap());
@@ -583,7 +638,7 @@ mod tests {
         enc.write_all(&plain).unwrap();
         let cipher = enc.finalize().unwrap();
         let mut whole = Vec::new();
-        cfb_reader(algo, &key, &cipher[..])
+        cfb_reader(algo, &key, None, &cipher[..])
             .unwrap()
             .read_to_end(&mut whole)
             .unwrap();

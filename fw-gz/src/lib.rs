@@ -198,7 +198,10 @@ pub fn member_info(bytes: &[u8]) -> Option<MemberInfo> {
 /// manifest and its signature so.
 pub fn mark_base(members: &[u8]) -> Vec<u8> {
     let first = member_info(members).expect("a member written by GzWriter");
-    assert_eq!(first.header_len, HEADER_LEN, "an unmarked member of this crate");
+    assert_eq!(
+        first.header_len, HEADER_LEN,
+        "an unmarked member of this crate"
+    );
     let total = members.len() as u64 + 12;
     let mut out = Vec::with_capacity(members.len() + 12);
     out.extend_from_slice(&members[..10]);
@@ -434,7 +437,10 @@ enum Piece {
     /// inflate it or, inside skipped bytes, to drop it.
     Member(Member),
     /// An omitted member: this many bytes that may be skipped, never read.
-    Omitted { size: u64, at: u64 },
+    Omitted {
+        size: u64,
+        at: u64,
+    },
     /// Bytes inflated by the splitting thread itself (a stream that is not
     /// fw's), or the error that ended the stream.
     Inflated(io::Result<Vec<u8>>),

@@ -90,7 +90,8 @@ pub fn write<W: Write>(
 
     let key = SessionKey::new(CIPHER.key_size().map_err(openpgp_error)?).map_err(openpgp_error)?;
     for recipient in recipients {
-        let mut pkesk = PKESK3::for_recipient(CIPHER, &key, recipient.key).map_err(openpgp_error)?;
+        let mut pkesk =
+            PKESK3::for_recipient(CIPHER, &key, recipient.key).map_err(openpgp_error)?;
         pkesk.set_recipient(Some(recipient.keyid.clone()));
         let bytes = Packet::from(pkesk).to_vec().map_err(openpgp_error)?;
         out.write_all(&bytes).map_err(io_error)?;
@@ -160,10 +161,7 @@ impl Literal<'_> {
 
     /// Writes the packet; returns the signature's hash of its data.
     fn write(&self, out: &mut impl Write) -> Result<openpgp::crypto::hash::Context> {
-        let mut hash = HASH
-            .context()
-            .map_err(openpgp_error)?
-            .for_signature(4);
+        let mut hash = HASH.context().map_err(openpgp_error)?.for_signature(4);
         out.write_all(&[framing::ctb(framing::TAG_LITERAL)])
             .map_err(io_error)?;
         let mut body = BodyWriter::new(&mut *out, self.body());

@@ -387,8 +387,8 @@ fn write_tree(
             cuts.push(None);
             continue;
         }
-        let file = std::fs::File::open(&source.abs)
-            .map_err(|err| Error::io(source.abs.display(), err))?;
+        let file =
+            std::fs::File::open(&source.abs).map_err(|err| Error::io(source.abs.display(), err))?;
         let mut reader = CheckedReader {
             inner: ProgressReader::new(file.take(size), progress.clone()),
             hasher: blake3::Hasher::new(),
@@ -396,7 +396,9 @@ fn write_tree(
         };
         let first = gz.cut().map_err(write_error)?;
         io::copy(&mut reader, &mut gz).map_err(|err| match err.raw_os_error() {
-            Some(_) if err.kind() != io::ErrorKind::StorageFull => Error::io(source.abs.display(), err),
+            Some(_) if err.kind() != io::ErrorKind::StorageFull => {
+                Error::io(source.abs.display(), err)
+            }
             _ => write_error(err),
         })?;
         let unchanged = reader.count == size
@@ -441,7 +443,12 @@ fn write_tree(
 /// first member marked with where the tree's members begin (fw-gz `FB`).
 fn head_members(name: &str, manifest: &[u8], signature: &[u8], created: u64) -> Result<Vec<u8>> {
     let mut tar = archive::fw_file_bytes(name, MANIFEST_PATH, manifest, created);
-    tar.extend(archive::fw_file_bytes(name, SIGNATURE_PATH, signature, created));
+    tar.extend(archive::fw_file_bytes(
+        name,
+        SIGNATURE_PATH,
+        signature,
+        created,
+    ));
     let mut gz = fw_gz::GzWriter::new(Vec::new(), Compression::new(6));
     gz.write_all(&tar).map_err(write_error)?;
     let members = gz.finish().map_err(write_error)?;
