@@ -74,6 +74,57 @@ fn subcommands(help: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What bash offers for `WORDS` followed by TAB, through the function
+/// that the generated script registers with `complete -F`, as bash calls it.
+fn bash_completes(script: &Path, words: &[&str]) -> BTreeSet<String> {
+    let cword = words.len() - 1;
+    let prog = format!(
+        r#"source "$1"; shift
+        func=$(complete -p "$1" | sed -n 's/.*-F \([^ ]*\).*/\1/p')
+        [ -n "$func" ] || exit 3
+        COMP_WORDS=("$@"); COMP_CWORD={cword}
+        "$func" "$1" "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+        printf '%s\n' "${{COMPREPLY[@]}}""#
+    );
+    let out = Command::new("bash")
+        .args(["-c", &prog, "bash"])
+        .arg(script)
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bash completion of {words:?} failed: {out:?}"
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bash_completes_the_options_of_every_subcommand() {
+    let docs = generated_docs();
+    for tool in TOOLS {
+        let script = docs.path().join(format!("completions/bash/{tool}"));
+        let help = String::from_utf8(ok(run(fw(tool).arg("--help"), b""))).unwrap();
+        let top = bash_completes(&script, &[tool, "--"]);
+        assert!(top.contains("--help"), "{tool} --<TAB> offers {top:?}");
+        for sub in subcommands(&help) {
+            let sub_help =
+                String::from_utf8(ok(run(fw(tool).args([sub.as_str(), "--help"]), b""))).unwrap();
+            let offered = bash_completes(&script, &[tool, sub.as_str(), "--"]);
+            for flag in flags(&sub_help) {
+                assert!(
+                    offered.contains(&flag),
+                    "{tool} {sub} --<TAB> offers {offered:?}, not {flag}"
+                );
+            }
+        }
+    }
+}
+
 fn man_text(dist: &Path, name: &str) -> String {
     let mut text = String::new();
     for entry in std::fs::read_dir(dist.join("man/man1")).unwrap().flatten() {

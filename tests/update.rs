@@ -193,11 +193,16 @@ fn device() -> Device {
 impl Device {
     /// Packs firmware `fw` version `label` into www/fw-LABEL.fw.
     fn package(&self, label: &str, security_version: u64) -> PathBuf {
-        let root = self.tmp.path().join("src").join(label).join("fw");
+        self.package_as("fw", label, security_version)
+    }
+
+    /// Packs firmware `name` version `label` into www/NAME-LABEL.fw.
+    fn package_as(&self, name: &str, label: &str, security_version: u64) -> PathBuf {
+        let root = self.tmp.path().join("src").join(label).join(name);
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::write(root.join("bin/data"), noise(400_000, 7)).unwrap();
         std::fs::write(root.join("version"), format!("{label}\n")).unwrap();
-        let out = self.server.www.join(format!("fw-{label}.fw"));
+        let out = self.server.www.join(format!("{name}-{label}.fw"));
         let mut cmd = fw("fw-sign");
         cmd.args(["-q", "pack", "--version", label, "--security-version"])
             .arg(security_version.to_string())
@@ -216,6 +221,21 @@ impl Device {
         self.index_with(&self.keys.vendor_key, packages, extra)
     }
 
+    /// An index whose URLs start with `base` (another server's).
+    fn index_with_base(&self, base: &str, packages: &[&Path]) -> Output {
+        let mut cmd = fw("fw-sign");
+        cmd.arg("index")
+            .arg("--key")
+            .arg(&self.keys.vendor_key)
+            .arg("--decrypt-key")
+            .arg(&self.keys.device_key)
+            .args(["--base-url", base])
+            .args(packages)
+            .stdout(std::fs::File::create(self.server.www.join("index.json")).unwrap())
+            .stderr(Stdio::piped());
+        cmd.output().unwrap()
+    }
+
     fn index_with(&self, key: &Path, packages: &[&Path], extra: &[&str]) -> Output {
         let mut cmd = fw("fw-sign");
         cmd.arg("index")
@@ -232,19 +252,42 @@ impl Device {
     }
 
     fn fw_install(&self, package: &Path) {
+        ok(run(&mut self.fw_install_cmd(&[], package.as_os_str()), b""));
+    }
+
+    fn fw_install_cmd(&self, options: &[&str], source: &std::ffi::OsStr) -> Command {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fw-install");
-        let out = run(
-            Command::new(script)
-                .env("FW_BIN", bin("fw-unseal").parent().unwrap())
-                .arg("-q")
-                .arg("--target")
-                .arg(&self.target)
-                .arg("--keyring")
-                .arg(&self.keys.keyring)
-                .arg(package),
-            b"",
-        );
-        ok(out);
+        let mut cmd = Command::new(script);
+        cmd.env("FW_BIN", bin("fw-unseal").parent().unwrap())
+            .arg("-q")
+            .arg("--target")
+            .arg(&self.target)
+            .arg("--keyring")
+            .arg(&self.keys.keyring)
+            .args(options)
+            .arg(source);
+        cmd
+    }
+
+    /// The version directories of the target, and anything left in its staging area.
+    fn versions_and_staging(&self) -> (Vec<String>, Vec<String>) {
+        let names = |dir: PathBuf| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n != ".fw")
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        (
+            names(self.target.clone()),
+            names(self.target.join(".fw/staging")),
+        )
     }
 
     fn status_file(&self) -> PathBuf {
@@ -778,4 +821,164 @@ fn an_empty_target_installs_the_only_firmware_listed() {
     let last = d.events().pop().unwrap();
     assert_eq!(last["status"], "updated");
     assert_eq!(last["current_version"], "v1");
+}
+
+/// Runs `cmd` to its end, failing the test (and killing it) if it is still running after
+/// `limit`: a hang detector, not a measurement.
+fn within(limit: std::time::Duration, cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+            panic!("{cmd:?} still ran after {limit:?}: it hangs");
+        }
+    }
+}
+
+/// A server that answers every request with headers, 100 bytes of a 1 MB body, and
+/// then nothing, holding the connection open until the client closes it.
+fn stalling_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nAccept-Ranges: bytes\r\n\r\n",
+                );
+                let _ = stream.write_all(&[0x55; 100]);
+                let _ = stream.flush();
+                // Until the client gives up.
+                let _ = stream.read(&mut [0u8; 1]);
+            });
+        }
+    });
+    port
+}
+
+/// Issue 13 item 7: a server that sends headers and 100 bytes, then stalls. Every
+/// install ends within the configured stall time, says why, and frees the lock.
+#[test]
+fn a_stalled_transfer_ends_says_why_and_frees_the_lock() {
+    let limit = std::time::Duration::from_secs(90);
+    let stall = stalling_server();
+    let url = format!("http://127.0.0.1:{stall}/fw-v2.fw");
+
+    // fw-install URL.
+    let d = device();
+    let out = within(
+        limit,
+        &mut d.fw_install_cmd(
+            &["--stall-speed", "1000", "--stall-time", "2"],
+            url.as_ref(),
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(
+        stderr.contains("stalled") && stderr.contains("1000 bytes/s for 2 s"),
+        "{stderr}"
+    );
+    assert_eq!(d.versions_and_staging(), (vec![], vec![]));
+    // The lock is free: the next install is not busy.
+    let v1 = d.package("v1", 1);
+    d.fw_install(&v1);
+    assert_eq!(d.current(), "v1");
+
+    // fw-update download and install --stream, the package's URL on the stalling server.
+    let v2 = d.package("v2", 1);
+    ok(d.index_with_base(&format!("http://127.0.0.1:{stall}/"), &[&v2]));
+    let config = d.tmp.path().join("update.toml");
+    std::fs::write(
+        &config,
+        "stall_speed = 1000\nstall_time = \"2s\"\ndownload_retries = 0\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = within(limit, &mut d.update_cmd(&["download", "--config", config]));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(stderr.contains("stalled"), "{stderr}");
+    assert_eq!(d.states().last().unwrap(), "download_failed");
+    d.clear_events();
+    let out = within(
+        limit,
+        &mut d.update_cmd(&["install", "--stream", "--config", config]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(stderr.contains("stalled"), "{stderr}");
+    assert_eq!(d.states().last().unwrap(), "update_failed");
+    assert!(!stderr.contains("updated to"), "{stderr}");
+    assert_eq!(d.current(), "v1");
+    assert_eq!(d.versions_and_staging().1, Vec::<String>::new());
+    // Neither fw-update's lock nor the target's is held.
+    exits(d.update(&["check"]), 0);
+    d.fw_install(&v1);
+}
+
+/// Issue 13 item 6: another vendor-signed product served at the URL of the index's
+/// entry is refused before the switch, in every mode: nothing switched, nothing left,
+/// never "updated to".
+#[test]
+fn a_different_product_at_the_entrys_url_is_refused_in_every_mode() {
+    let (d, v2) = device_on_v1_with_v2_published();
+    let other = d.package_as("other", "9", 9);
+    std::fs::copy(&other, &v2).unwrap();
+    let check = |out: Output, d: &Device| {
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        fails_with(out, 4);
+        assert!(
+            stderr.contains("\"other\"") && stderr.contains("index"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("updated to"), "{stderr}");
+        assert_eq!(d.states().last().unwrap(), "update_failed");
+        assert!(d.events().iter().all(|e| e["status"] != "updated"));
+        assert_eq!(d.current(), "v1");
+        assert_eq!(d.versions_and_staging(), (vec!["fw".to_string()], vec![]));
+    };
+    // Streamed: nothing checks the bytes against the index's BLAKE3.
+    check(d.update(&["install", "--stream"]), &d);
+
+    // Downloaded: an index that lists the other product's bytes as `fw v2` (a vendor's
+    // mistake, or a signing key used for two products) passes the BLAKE3 check.
+    d.clear_events();
+    let json = std::fs::read_to_string(d.server.www.join("index.json")).unwrap();
+    let mut index: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let bytes = std::fs::read(&v2).unwrap();
+    for entry in index["entries"].as_array_mut().unwrap() {
+        if entry["version"] == "v2" {
+            entry["size"] = bytes.len().into();
+            entry["blake3"] = blake3::hash(&bytes).to_hex().as_str().into();
+        }
+    }
+    let json = serde_json::to_vec(&index).unwrap();
+    std::fs::write(d.server.www.join("index.json"), &json).unwrap();
+    let gpg = Gpg::new();
+    gpg.import(&d.keys.vendor_key);
+    let sig = gpg.ok(&["--armor", "--detach-sign"], &json);
+    std::fs::write(d.server.www.join("index.json.sig"), sig).unwrap();
+    check(d.update(&["install"]), &d);
 }

@@ -25,6 +25,26 @@ impl ExitCode {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// The code a child fw tool (or fw-install) exited with, as ours: any number
+    /// outside DESIGN.md's table is a failure.
+    pub fn from_status(code: i32) -> ExitCode {
+        [
+            ExitCode::Done,
+            ExitCode::Failed,
+            ExitCode::Usage,
+            ExitCode::RetryLater,
+            ExitCode::Security,
+            ExitCode::Invalid,
+            ExitCode::Busy,
+            ExitCode::RolledBack,
+            ExitCode::Failsafe,
+            ExitCode::BrokenPipe,
+        ]
+        .into_iter()
+        .find(|c| i32::from(c.code()) == code)
+        .unwrap_or(ExitCode::Failed)
+    }
 }
 
 impl From<ExitCode> for std::process::ExitCode {
@@ -114,6 +134,10 @@ mod tests {
         assert_eq!(ExitCode::Security.code(), 4);
         assert_eq!(ExitCode::Invalid.code(), 5);
         assert_eq!(ExitCode::Failsafe.code(), 8);
+        assert_eq!(ExitCode::from_status(7), ExitCode::RolledBack);
+        assert_eq!(ExitCode::from_status(141), ExitCode::BrokenPipe);
+        assert_eq!(ExitCode::from_status(9), ExitCode::Failed);
+        assert_eq!(ExitCode::from_status(-1), ExitCode::Failed);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod log;
 pub mod manifest;
 pub mod progress;
+pub mod retry;
 pub mod target;
 pub mod trust;
 pub mod verified;

@@ -25,10 +25,11 @@ pub struct Cli {
     /// The firmware target [default: $FW_TARGET, else /opt/firmware].
     #[arg(long, value_name = "T")]
     pub target: Option<PathBuf>,
-    /// Wait up to SECS for the target lock instead of failing at once
-    /// (exit 6).
-    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600")]
-    pub wait: Option<f64>,
+    /// Wait up to SECS (or a duration: 90s, 5m) for the target lock instead
+    /// of failing at once (exit 6).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600",
+          value_parser = fw_core::cli::parse_duration)]
+    pub wait: Option<std::time::Duration>,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
 }

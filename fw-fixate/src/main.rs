@@ -8,7 +8,7 @@ fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let path = fw_core::cli::path_or_stdin_line(cli.path, "fw-verify")?;
     let target = fw_core::target::resolve(cli.target.as_deref());
-    let wait = cli.wait.map(std::time::Duration::from_secs_f64);
+    let wait = cli.wait;
     let _lock = fw_core::lock::acquire(&target, wait)?;
     let fixated = fw_fixate::fixate(&path, &target)?;
     note!(

@@ -55,14 +55,15 @@ pub struct Cli {
     #[arg(long, value_name = "T")]
     pub target: Option<PathBuf>,
     /// Kill the hook (and its whole process group) if it runs longer than S
-    /// seconds, per attempt; 0: never.
-    #[arg(long, value_name = "S", default_value = "300", value_parser = crate::parse_seconds)]
+    /// (seconds, or a duration such as 90s or 5m), per attempt; 0: never.
+    #[arg(long, value_name = "S", default_value = "300", value_parser = fw_core::cli::parse_duration)]
     pub timeout: Duration,
     /// Run the hook at most N more times while it exits 3 (retry later).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
-    /// Seconds before the first retry; doubled for each further one, ±20%.
-    #[arg(long, value_name = "S", default_value = "5", value_parser = crate::parse_seconds)]
+    /// Seconds (or a duration such as 1m) before the first retry; doubled for
+    /// each further one, at most an hour, ±20%.
+    #[arg(long, value_name = "S", default_value = "5", value_parser = fw_core::cli::parse_duration)]
     pub retry_interval: Duration,
     /// -q: errors and the hook's own output only.
     #[command(flatten)]

@@ -48,6 +48,8 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: a SIGCHLD inherited ignored would lose the hook's status.
+    fw_nbio::reset_sigchld();
     let cli = Cli::parse();
     fw_core::error::report("fw-hook", run(cli))
 }

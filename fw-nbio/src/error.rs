@@ -27,7 +27,7 @@ impl fmt::Display for Failure {
 }
 
 /// A process of a pipe failed; it is the first failure, the one that caused the others.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessError {
     /// The process's name: its shell script, its argv, or what [`Process::name`](crate::Process::name) set.
     pub name: String,
@@ -75,7 +75,8 @@ pub enum Error {
     /// [`Running::kill`](crate::Running::kill) or a [`Killer`](crate::Killer) stopped the pipe.
     #[error("pipe was killed")]
     Killed,
-    /// Setting up pipes or polling failed.
+    /// Setting up pipes or polling failed, or a child's exit status cannot be known
+    /// (SIGCHLD is ignored, or something else reaped it).
     #[error("pipe I/O failed: {0}")]
     Io(io::Error),
 }

@@ -37,27 +37,53 @@
 //! How data moves: adjacent processes share an OS pipe, so their data never passes
 //! through us. We copy only where Rust stands in the stream (a [`Source`] of bytes, an
 //! iterator or a reader, a closure, the collected output, a [`Sink`] writer): sources on a
-//! feeder thread each, the rest on the calling thread in one `poll(2)` loop over
-//! non-blocking fds. Every process's stderr that is captured is drained as it comes, so
-//! no process can stall a pipe by filling a pipe nobody reads.
+//! feeder thread each, sink writers on a thread of their own, the rest on the calling
+//! thread in one `poll(2)` loop over non-blocking fds, which never blocks on anything
+//! else, so timeouts and kills fire whatever a writer does. Every process's stderr that is
+//! captured is drained as it comes (keeping its last 64 KiB), so no process can stall a
+//! pipe by filling a pipe nobody reads.
 //!
 //! How failures are reported: the first one, the one that set off the others. A process
-//! killed by `SIGPIPE` because a later stage stopped reading is never that cause; the
-//! later stage's own exit decides. Then every process group still running is killed
-//! and every child reaped before the error is returned.
+//! killed by `SIGPIPE` because a later process stopped reading is never that cause; the
+//! later process's own exit decides (our own reading never stops early, so a last
+//! process killed by `SIGPIPE` did fail). Then every process group still running gets
+//! SIGTERM, and SIGKILL two seconds later if it is still there, and every child is
+//! reaped before the error is returned; the same happens when a [`Running`] is dropped
+//! before its end. [`Pipe::run_unchecked`] returns a failed process as an outcome
+//! instead, with the output that came before it.
 //!
 //! Each process runs in a process group of its own (so a timeout kills what it started
-//! too); as a consequence it is not in the terminal's foreground group and does not get
-//! the terminal's Ctrl-C itself.
+//! too). A child is reaped only when the pipe is done, so the id of a group we may still
+//! signal always names our own. As a consequence it is not in the terminal's foreground
+//! group: it does not get the terminal's Ctrl-C itself, and reading the terminal fails
+//! (EIO) rather than stopping it. [`Process::die_with_parent`] has it killed if we die.
+//!
+//! The children's exit statuses must reach us: a program that ignores SIGCHLD (so the
+//! kernel reaps its children) gets an error from every pipe; [`reset_sigchld`] at the
+//! start of its `main` fixes that.
 
 mod engine;
 mod error;
+mod lines;
 mod pipe;
 mod process;
 mod running;
+mod sink;
+mod source;
 mod sys;
 
 pub use error::{Error, Failure, ProcessError};
-pub use pipe::{Pipe, Sink, Source};
+pub use lines::Lines;
+pub use pipe::Pipe;
 pub use process::Process;
 pub use running::{Killer, Output, Running};
+pub use sink::Sink;
+pub use source::Source;
+
+/// Give SIGCHLD its default disposition, for a program that may have inherited it
+/// ignored (an ignored signal stays ignored across `exec`): with SIGCHLD ignored the
+/// kernel reaps children at once and their exit statuses are lost, so every pipe fails.
+/// Call it at the start of `main`; a library has no business changing it for its host.
+pub fn reset_sigchld() {
+    sys::reset_sigchld();
+}

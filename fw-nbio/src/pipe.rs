@@ -1,212 +1,23 @@
 use std::{
     fmt,
     fs::File,
-    io::{self, Read, Write},
+    io,
     ops::BitOr,
-    os::fd::OwnedFd,
-    path::{Path, PathBuf},
+    path::Path,
     process::{ChildStdin, ChildStdout},
     time::Duration,
 };
 
-use crate::{engine::Engine, Error, Killer, Output, Process, Running};
+use crate::{
+    engine::Engine, source::SourceKind, Error, Killer, Output, Process, Running, Sink, Source,
+};
 
 /// A closure called with each chunk (or line) flowing past it.
 pub(crate) type Tap = Box<dyn FnMut(&[u8]) + Send>;
 
-/// Writes a Rust source's data into the pipe; runs on a feeder thread of its own, since
-/// iterators and readers may block.
-pub(crate) type Feed = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
-
 pub(crate) enum Stage {
     Process(Box<Process>),
     Tap(Tap),
-}
-
-/// What a pipe reads: bytes, an iterator of chunks, a reader, a file, or nothing.
-///
-/// Usually made implicitly: `"text" | process`, `vec | process`, `file | process`.
-pub struct Source(pub(crate) SourceKind);
-
-pub(crate) enum SourceKind {
-    Empty,
-    /// Our own stdin.
-    Inherit,
-    /// An fd handed straight to the first process: a file, another child's stdout.
-    Fd(OwnedFd),
-    Path(PathBuf),
-    Feed(Feed),
-}
-
-impl Source {
-    /// No input: the first process reads `/dev/null`.
-    pub fn empty() -> Self {
-        Source(SourceKind::Empty)
-    }
-
-    pub fn bytes(bytes: impl Into<Vec<u8>>) -> Self {
-        let bytes = bytes.into();
-        Source(SourceKind::Feed(Box::new(move |w| w.write_all(&bytes))))
-    }
-
-    /// Each item of `chunks`, in order, as it is produced (a generator, a download's chunks).
-    pub fn chunks<I>(chunks: I) -> Self
-    where
-        I: IntoIterator + Send + 'static,
-        I::Item: AsRef<[u8]>,
-    {
-        Source(SourceKind::Feed(Box::new(move |w| {
-            chunks
-                .into_iter()
-                .try_for_each(|chunk| w.write_all(chunk.as_ref()))
-        })))
-    }
-
-    /// Everything `reader` yields: a socket, a decoder, anything [`Read`].
-    pub fn reader(mut reader: impl Read + Send + 'static) -> Self {
-        Source(SourceKind::Feed(Box::new(move |w| {
-            io::copy(&mut reader, w).map(drop)
-        })))
-    }
-
-    /// An open file (or pipe), given to the first process as its stdin: no copying.
-    pub fn file(file: File) -> Self {
-        Source(SourceKind::Fd(file.into()))
-    }
-
-    /// The file at `path`, opened when the pipe runs (Fussy's `<`).
-    pub fn path(path: impl AsRef<Path>) -> Self {
-        Source(SourceKind::Path(path.as_ref().to_owned()))
-    }
-
-    /// Our own stdin, inherited by the first process.
-    pub fn stdin() -> Self {
-        Source(SourceKind::Inherit)
-    }
-}
-
-impl fmt::Debug for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            SourceKind::Empty => f.write_str("Source::Empty"),
-            SourceKind::Inherit => f.write_str("Source::Stdin"),
-            SourceKind::Fd(fd) => write!(f, "Source::Fd({fd:?})"),
-            SourceKind::Path(p) => write!(f, "Source::Path({p:?})"),
-            SourceKind::Feed(_) => f.write_str("Source::Feed"),
-        }
-    }
-}
-
-macro_rules! source_from {
-    ($($ty:ty => |$v:ident| $make:expr;)*) => {$(
-        impl From<$ty> for Source {
-            fn from($v: $ty) -> Self {
-                $make
-            }
-        }
-    )*};
-}
-
-source_from! {
-    &str => |s| Source::bytes(s);
-    String => |s| Source::bytes(s);
-    &[u8] => |b| Source::bytes(b);
-    Vec<u8> => |b| Source::bytes(b);
-    File => |f| Source::file(f);
-    ChildStdout => |s| Source(SourceKind::Fd(s.into()));
-    io::Stdin => |_s| Source::stdin();
-}
-
-impl<const N: usize> From<&[u8; N]> for Source {
-    fn from(b: &[u8; N]) -> Self {
-        Source::bytes(b.as_slice())
-    }
-}
-
-/// Where a pipe's output goes when it is not collected.
-///
-/// Usually made implicitly: `process | file`, `process | std::io::stdout()`,
-/// `process | std::io::sink()`.
-pub struct Sink(pub(crate) SinkKind);
-
-pub(crate) enum SinkKind {
-    Collect,
-    Discard,
-    /// Our own stdout.
-    Stdout,
-    /// An fd the last process writes to directly: a file, another child's stdin.
-    Fd(OwnedFd),
-    Path(PathBuf),
-    Writer(Box<dyn Write + Send>),
-}
-
-impl Sink {
-    /// Return the output from [`Pipe::run`] / yield it when iterating: the default.
-    pub fn collect() -> Self {
-        Sink(SinkKind::Collect)
-    }
-
-    /// Throw the output away (like `> /dev/null`).
-    pub fn discard() -> Self {
-        Sink(SinkKind::Discard)
-    }
-
-    /// Our own stdout, inherited by the last process.
-    pub fn stdout() -> Self {
-        Sink(SinkKind::Stdout)
-    }
-
-    /// An open file, given to the last process as its stdout: no copying.
-    pub fn file(file: File) -> Self {
-        Sink(SinkKind::Fd(file.into()))
-    }
-
-    /// The file at `path`, created or truncated when the pipe runs (Fussy's `>`).
-    pub fn path(path: impl AsRef<Path>) -> Self {
-        Sink(SinkKind::Path(path.as_ref().to_owned()))
-    }
-
-    /// Any writer; the pipe copies the output into it.
-    pub fn writer(writer: impl Write + Send + 'static) -> Self {
-        Sink(SinkKind::Writer(Box::new(writer)))
-    }
-}
-
-impl fmt::Debug for Sink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            SinkKind::Collect => f.write_str("Sink::Collect"),
-            SinkKind::Discard => f.write_str("Sink::Discard"),
-            SinkKind::Stdout => f.write_str("Sink::Stdout"),
-            SinkKind::Fd(fd) => write!(f, "Sink::Fd({fd:?})"),
-            SinkKind::Path(p) => write!(f, "Sink::Path({p:?})"),
-            SinkKind::Writer(_) => f.write_str("Sink::Writer"),
-        }
-    }
-}
-
-impl From<File> for Sink {
-    fn from(f: File) -> Self {
-        Sink::file(f)
-    }
-}
-
-impl From<io::Stdout> for Sink {
-    fn from(_: io::Stdout) -> Self {
-        Sink::stdout()
-    }
-}
-
-impl From<io::Sink> for Sink {
-    fn from(_: io::Sink) -> Self {
-        Sink::discard()
-    }
-}
-
-impl From<ChildStdin> for Sink {
-    fn from(s: ChildStdin) -> Self {
-        Sink(SinkKind::Fd(s.into()))
-    }
 }
 
 /// Processes and Rust closures running in parallel, each one's output the next one's input,
@@ -333,6 +144,17 @@ impl Pipe {
     /// Run to completion; the output as text (invalid UTF-8 replaced by U+FFFD).
     pub fn run_text(self) -> Result<String, Error> {
         Ok(self.run()?.text())
+    }
+
+    /// Run to completion, taking a failed process as an outcome rather than an error:
+    /// for commands whose exit status is an answer (a gate's "not now", `grep`'s "no
+    /// match", a hook's "retry later"). The pipe runs exactly as with [`run`](Self::run)
+    /// (the first failure still stops the rest); the output is whatever came before it,
+    /// with every exit status, and the failure in [`Output::failure`]. `Err` is left for
+    /// what is not a process's own failure: a spawn, the source, the sink, the pipe's
+    /// timeout, a kill.
+    pub fn run_unchecked(self) -> Result<Output, Error> {
+        self.spawn()?.wait_unchecked()
     }
 
     fn last_process_by_line(&self) -> bool {
@@ -466,7 +288,7 @@ macro_rules! into_sink {
     )*};
 }
 
-into_sink!(Sink, File, io::Stdout, io::Sink, ChildStdin);
+into_sink!(Sink, File, io::Stdout, io::Stderr, io::Sink, ChildStdin);
 
 macro_rules! from_source {
     ($(impl[$($gen:tt)*] $ty:ty;)*) => {$(

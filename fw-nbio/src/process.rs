@@ -21,7 +21,9 @@ pub(crate) enum Stderr {
 /// By default its stdin is whatever stands before it in the pipe (`/dev/null` if nothing),
 /// its stdout goes to what stands after it (collected by the pipe if nothing), its stderr
 /// is inherited, only exit status 0 counts as success, and it runs in a process group of
-/// its own so a timeout or a failure elsewhere kills everything it started.
+/// its own so a timeout or a failure elsewhere kills everything it started. Being in a
+/// background process group, it cannot read the terminal: such a read fails (EIO)
+/// instead of stopping it on SIGTTIN; give it its input through the pipe.
 pub struct Process {
     pub(crate) cmd: Command,
     name: Option<String>,
@@ -29,6 +31,7 @@ pub struct Process {
     pub(crate) good_exit: Vec<i32>,
     pub(crate) by_line: bool,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) die_with_parent: bool,
 }
 
 impl Process {
@@ -103,7 +106,8 @@ impl Process {
         self
     }
 
-    /// Collect its stderr: into [`Output::stderr`], and its tail into the error if it fails.
+    /// Collect its stderr as it comes: its last 64 KiB into [`Output::stderr`], and its
+    /// last lines into the error if it fails.
     pub fn capture_stderr(mut self) -> Self {
         self.stderr = Stderr::Capture;
         self
@@ -142,6 +146,15 @@ impl Process {
         self
     }
 
+    /// Have it killed (SIGKILL) if the thread that starts the pipe dies first, say when
+    /// our process is killed, rather than left running on its own (Linux's
+    /// `PR_SET_PDEATHSIG`). Only the process itself: what it started lives on unless it
+    /// asks the same. Start the pipe on a thread that outlives it (the main thread).
+    pub fn die_with_parent(mut self) -> Self {
+        self.die_with_parent = true;
+        self
+    }
+
     /// The name errors call it by; defaults to its shell script or argv.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -149,7 +162,8 @@ impl Process {
     }
 
     /// The underlying command, for settings this builder lacks (uid, umask via `pre_exec`, ...).
-    /// Its stdin, stdout, stderr and process group are overridden when the pipe runs.
+    /// Its stdin, stdout, stderr and process group are overridden when the pipe runs, and
+    /// SIGTTIN and SIGTTOU ignored in the child.
     pub fn command_mut(&mut self) -> &mut Command {
         &mut self.cmd
     }
@@ -165,6 +179,12 @@ impl Process {
     /// Run it alone and collect its stdout (and stderr, if captured).
     pub fn run(self) -> Result<Output, Error> {
         Pipe::from(self).run()
+    }
+
+    /// Run it alone, its failure an outcome rather than an error (see
+    /// [`Pipe::run_unchecked`]).
+    pub fn run_unchecked(self) -> Result<Output, Error> {
+        Pipe::from(self).run_unchecked()
     }
 
     /// Run it alone and return its stdout as text (invalid UTF-8 replaced by U+FFFD).
@@ -214,6 +234,7 @@ impl From<Command> for Process {
             good_exit: Vec::new(),
             by_line: false,
             timeout: None,
+            die_with_parent: false,
         }
     }
 }
@@ -226,6 +247,7 @@ impl fmt::Debug for Process {
             .field("good_exit", &self.good_exit)
             .field("by_line", &self.by_line)
             .field("timeout", &self.timeout)
+            .field("die_with_parent", &self.die_with_parent)
             .finish()
     }
 }

@@ -11,8 +11,9 @@ use std::{
 };
 
 use crate::{
-    engine::{Engine, LineSplitter, Report},
-    sys, Error,
+    engine::{Engine, Report},
+    lines::LineSplitter,
+    sys, Error, ProcessError,
 };
 
 /// What a finished pipe produced.
@@ -20,17 +21,25 @@ use crate::{
 pub struct Output {
     /// The output, unless it went to a sink (then empty).
     pub stdout: Vec<u8>,
-    /// The stderr of every process that [captured](crate::Process::capture_stderr) it, in
-    /// pipe order.
+    /// The stderr of every process that [captured](crate::Process::capture_stderr) it (the
+    /// last 64 KiB of each), in pipe order.
     pub stderr: Vec<u8>,
     /// Each process's exit status, in pipe order.
     pub statuses: Vec<ExitStatus>,
+    /// The process that failed, from an [unchecked](crate::Pipe::run_unchecked) run;
+    /// always `None` from a checked one, which returns it as an error instead.
+    pub failure: Option<ProcessError>,
 }
 
 impl Output {
     /// The output as text; invalid UTF-8 is replaced by U+FFFD.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Whether no process failed.
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
     }
 
     /// The captured stderr as text.
@@ -52,7 +61,8 @@ impl Output {
 /// the last process is [`by_line`](crate::Process::by_line)); a failure is the last item.
 /// Or [`wait`](Self::wait) for all of it.
 ///
-/// Dropping it before the end kills and reaps every process it started.
+/// Dropping it before the end kills and reaps every process it started: SIGTERM, then
+/// SIGKILL after two seconds for whatever ignores it, so a drop may take that long.
 pub struct Running {
     state: State,
     /// Raw output read but not yet handed out.
@@ -62,7 +72,8 @@ pub struct Running {
 
 enum State {
     Running(Engine),
-    Finished(Result<Report, Error>),
+    /// What it produced, and its failure if it failed.
+    Finished(Report, Option<Error>),
     /// The outcome was handed out.
     Reported,
 }
@@ -79,7 +90,7 @@ impl Running {
     /// An iterator whose only item is `error`.
     pub(crate) fn failed(error: Error) -> Self {
         Running {
-            state: State::Finished(Err(error)),
+            state: State::Finished(Report::default(), Some(error)),
             queue: VecDeque::new(),
             lines: None,
         }
@@ -102,7 +113,20 @@ impl Running {
     }
 
     /// Run to the end and return the output not yet iterated.
-    pub fn wait(mut self) -> Result<Output, Error> {
+    pub fn wait(self) -> Result<Output, Error> {
+        match self.wait_unchecked()? {
+            Output {
+                failure: Some(failure),
+                ..
+            } => Err(Error::Process(failure)),
+            output => Ok(output),
+        }
+    }
+
+    /// Run to the end and return the output not yet iterated, a failed process being an
+    /// outcome ([`Output::failure`]) rather than an error (see
+    /// [`Pipe::run_unchecked`](crate::Pipe::run_unchecked)).
+    pub fn wait_unchecked(mut self) -> Result<Output, Error> {
         let mut stdout = Vec::new();
         if let Some((splitter, ready)) = &mut self.lines {
             // Lines already split but not handed out go back to being bytes.
@@ -117,23 +141,30 @@ impl Running {
             match &mut self.state {
                 State::Running(engine) => {
                     if engine.step(&mut self.queue) {
-                        let result = engine.finish();
-                        self.state = State::Finished(result);
+                        let (report, error) = engine.finish();
+                        self.state = State::Finished(report, error);
                     }
                 }
-                State::Finished(_) => break,
+                State::Finished(..) => break,
                 State::Reported => return Ok(Output::default()),
             }
         }
-        match std::mem::replace(&mut self.state, State::Reported) {
-            State::Finished(Ok(Report { statuses, stderr })) => Ok(Output {
-                stdout,
-                stderr,
-                statuses,
-            }),
-            State::Finished(Err(e)) => Err(e),
-            _ => unreachable!(),
-        }
+        let State::Finished(Report { statuses, stderr }, error) =
+            std::mem::replace(&mut self.state, State::Reported)
+        else {
+            unreachable!("the loop ends on Finished")
+        };
+        let failure = match error {
+            None => None,
+            Some(Error::Process(failure)) => Some(failure),
+            Some(error) => return Err(error),
+        };
+        Ok(Output {
+            stdout,
+            stderr,
+            statuses,
+            failure,
+        })
     }
 
     /// The next raw chunk, stepping the engine as needed; `None` once finished.
@@ -146,15 +177,15 @@ impl Running {
                 return None;
             };
             if engine.step(&mut self.queue) {
-                let result = engine.finish();
-                self.state = State::Finished(result);
+                let (report, error) = engine.finish();
+                self.state = State::Finished(report, error);
             }
         }
     }
 
     fn outcome(&mut self) -> Option<Error> {
         match std::mem::replace(&mut self.state, State::Reported) {
-            State::Finished(Err(e)) => Some(e),
+            State::Finished(_, error) => error,
             _ => None,
         }
     }
@@ -180,13 +211,13 @@ impl Iterator for Running {
             let mut emit = |line: &[u8]| ready.push_back(line.to_vec());
             match chunk {
                 Some(chunk) => splitter.feed(&chunk, &mut emit),
+                // At the end, a last line without `\n` comes before the outcome: it is
+                // often the message the process died with.
                 None => {
-                    if let Some(e) = self.outcome() {
-                        return Some(Err(e));
+                    splitter.finish(&mut emit);
+                    if ready.is_empty() {
+                        return self.outcome().map(Err);
                     }
-                    let (splitter, ready) = self.lines.as_mut().expect("by line");
-                    splitter.finish(|line| ready.push_back(line.to_vec()));
-                    return ready.pop_front().map(Ok);
                 }
             }
         }
@@ -198,8 +229,8 @@ impl fmt::Debug for Running {
         let state = match &self.state {
             State::Running(e) if e.is_done() => "finishing",
             State::Running(_) => "running",
-            State::Finished(Ok(_)) => "succeeded",
-            State::Finished(Err(_)) => "failed",
+            State::Finished(_, None) => "succeeded",
+            State::Finished(_, Some(_)) => "failed",
             State::Reported => "reported",
         };
         f.debug_struct("Running")

@@ -26,10 +26,11 @@ pub struct Cli {
     /// The firmware target [default: $FW_TARGET, else /opt/firmware].
     #[arg(long, global = true, value_name = "T")]
     pub target: Option<PathBuf>,
-    /// Wait up to SECS for the target lock instead of failing at once
-    /// (exit 6) [default when given without SECS: 3600].
-    #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600")]
-    pub wait: Option<f64>,
+    /// Wait up to SECS (or a duration: 90s, 5m) for the target lock instead
+    /// of failing at once (exit 6) [default when given without SECS: 3600].
+    #[arg(long, global = true, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600",
+          value_parser = fw_core::cli::parse_duration)]
+    pub wait: Option<std::time::Duration>,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
     #[command(subcommand)]
@@ -80,13 +81,13 @@ pub enum Command {
         #[arg(long)]
         no_boot_count: bool,
         /// Kill a rollback hook after S seconds (0: never).
-        #[arg(long, value_name = "S", default_value = "300", value_parser = fw_hook::parse_seconds)]
+        #[arg(long, value_name = "S", default_value = "300", value_parser = fw_core::cli::parse_duration)]
         hook_timeout: std::time::Duration,
         /// Retries of a rollback hook that exits 3.
         #[arg(long, value_name = "N", default_value_t = 3)]
         hook_retries: u32,
         /// First retry interval of a rollback hook, doubling.
-        #[arg(long, value_name = "S", default_value = "5", value_parser = fw_hook::parse_seconds)]
+        #[arg(long, value_name = "S", default_value = "5", value_parser = fw_core::cli::parse_duration)]
         hook_retry_interval: std::time::Duration,
     },
     /// For install scripts: record the transaction in flight in

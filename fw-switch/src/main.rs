@@ -79,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let target_path = fw_core::target::resolve(cli.target.as_deref());
     let target = Target::new(&target_path)?;
-    let wait = cli.wait.map(std::time::Duration::from_secs_f64);
+    let wait = cli.wait;
     let lock = || fw_core::lock::acquire(&target.root, wait);
     match cli.command {
         Command::Status { json } => print_status(&target.status(), json),

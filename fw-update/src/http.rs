@@ -1,13 +1,27 @@
-//! HTTP(S) through `curl`, a child process: it is on every device and does
-//! TLS, proxies, redirects and Range. curl writes the response headers
-//! (`-D -`) and then the body on its stdout; we read the final header block
-//! first, so that the caller knows the status before it takes a byte.
+//! HTTP(S) through `curl`, a child process run by fw-nbio: curl is on every
+//! device and does TLS, proxies, redirects and Range. curl writes the response
+//! headers (`-D -`) and then the body on its stdout; we read the final header
+//! block first, so that the caller knows the status before it takes a byte.
+//! A transfer under the stall speed for the stall time is abandoned by curl
+//! (exit 28); dropping a transfer kills curl.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::thread::JoinHandle;
+use std::io::{self, BufRead, Read};
+use std::time::Duration;
 
 use fw_core::{Error, Result};
+use fw_nbio::{Failure, Process, Running};
+
+/// The longest a small document (the index, its signature) may take.
+const SMALL_MAX_TIME: Duration = Duration::from_secs(120);
+
+/// Stall detection, as curl's `--speed-limit` and `--speed-time` take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    /// Bytes per second...
+    pub speed: u32,
+    /// ...under which a transfer may stay this many seconds.
+    pub secs: u64,
+}
 
 /// The final response's status and headers (names lowercased).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,136 +99,173 @@ pub fn read_headers<R: BufRead>(reader: &mut R) -> std::io::Result<Option<Respon
     }
 }
 
-/// A running transfer.
+/// A running transfer: curl's stdout, read as it comes.
 pub struct Transfer {
-    child: Child,
-    pub body: BufReader<ChildStdout>,
-    stderr: Option<JoinHandle<String>>,
+    running: Running,
+    chunk: Vec<u8>,
+    pos: usize,
+    ended: Option<Ended>,
+    stall: Stall,
     pub url: String,
 }
 
 /// How curl ended.
-pub struct Ended {
-    pub code: Option<i32>,
-    pub stderr: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Ok,
+    /// Why, in one line.
+    Failed(String),
 }
 
 impl Ended {
     pub fn ok(&self) -> bool {
-        self.code == Some(0)
+        *self == Ended::Ok
     }
+
     /// One line saying why, for messages.
     pub fn why(&self) -> String {
-        let last = self
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        match self.code {
-            Some(code) if last.is_empty() => format!("curl exit {code}"),
-            Some(code) => format!("curl exit {code}: {last}"),
-            None => "curl was killed".to_string(),
+        match self {
+            Ended::Ok => "curl succeeded".into(),
+            Ended::Failed(why) => why.clone(),
         }
+    }
+
+    fn from_error(err: fw_nbio::Error, stall: Stall) -> Ended {
+        let Some(failed) = err.process() else {
+            return Ended::Failed(format!("curl: {err}"));
+        };
+        let last = failed.stderr_tail.lines().last().unwrap_or("").trim();
+        Ended::Failed(match &failed.failure {
+            Failure::Exit(28) => format!(
+                "the transfer stalled or timed out: under {} bytes/s for {} s, or no \
+                 connection in 30 s ({last})",
+                stall.speed, stall.secs
+            ),
+            Failure::Exit(code) if last.is_empty() => format!("curl exit {code}"),
+            Failure::Exit(code) => format!("curl exit {code}: {last}"),
+            other => format!("curl {other}"),
+        })
     }
 }
 
 /// Starts `curl` on `url` with `extra` arguments and reads the response
 /// headers. `Ok((transfer, None))` if no response came (curl says why).
-pub fn start(url: &str, extra: &[String]) -> Result<(Transfer, Option<Response>)> {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-L",
-        "--max-redirs",
-        "10",
-        "--proto",
-        "=http,https",
-        "--proto-redir",
-        "=http,https",
-        "--connect-timeout",
-        "30",
-        // A transfer stalled for a minute is given up (and resumed later).
-        "--speed-limit",
-        "1",
-        "--speed-time",
-        "60",
-        "-D",
-        "-",
-    ])
-    .args(extra)
-    .arg("--url")
-    .arg(url)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::failed(format!(
-            "cannot run curl ({e}): install curl (apt-get install curl)"
-        ))
+pub fn start(
+    url: &str,
+    extra: &[String],
+    stall: Stall,
+    max_time: Option<Duration>,
+) -> Result<(Transfer, Option<Response>)> {
+    let mut curl = Process::new("curl")
+        .args([
+            "-sS",
+            "-L",
+            "--max-redirs",
+            "10",
+            "--proto",
+            "=http,https",
+            "--proto-redir",
+            "=http,https",
+            "--connect-timeout",
+            "30",
+        ])
+        .arg("--speed-limit")
+        .arg(stall.speed.to_string())
+        .arg("--speed-time")
+        .arg(stall.secs.to_string())
+        .args(["-D", "-"])
+        .args(extra)
+        .arg("--url")
+        .arg(url)
+        .capture_stderr()
+        .die_with_parent();
+    if let Some(max) = max_time {
+        // curl's own --max-time says why; this is in case curl itself hangs.
+        curl = curl
+            .arg("--max-time")
+            .arg(max.as_secs().to_string())
+            .timeout(max + Duration::from_secs(30));
+    }
+    let running = curl.spawn().map_err(|e| match e {
+        fw_nbio::Error::Spawn { error, .. } => Error::failed(format!(
+            "cannot run curl ({error}): install curl (apt-get install curl)"
+        )),
+        other => Error::failed(format!("cannot run curl: {other}")),
     })?;
-    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text);
-        text
-    });
-    let mut body = BufReader::with_capacity(256 << 10, child.stdout.take().expect("piped stdout"));
-    let headers = read_headers(&mut body);
     let mut transfer = Transfer {
-        child,
-        body,
-        stderr: Some(stderr),
+        running,
+        chunk: Vec::new(),
+        pos: 0,
+        ended: None,
+        stall,
         url: url.to_string(),
     };
-    match headers {
+    match read_headers(&mut transfer) {
         Ok(response) => Ok((transfer, response)),
-        Err(e) => {
-            transfer.kill();
-            Err(Error::failed(format!(
-                "{url}: unreadable response from curl: {e}"
-            )))
-        }
+        Err(e) => Err(Error::failed(format!(
+            "{url}: unreadable response from curl: {e}"
+        ))),
     }
 }
 
 impl Transfer {
-    /// Waits for curl to end (after the body was read to its end).
+    /// Reads the rest and waits for curl to end.
     pub fn finish(mut self) -> Ended {
-        // Drain what is left so curl never blocks on a full pipe.
-        let _ = std::io::copy(&mut self.body, &mut std::io::sink());
-        let status = self.child.wait().ok();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        Ended {
-            code: status.and_then(|s| s.code()),
-            stderr,
-        }
+        let _ = io::copy(&mut self, &mut io::sink());
+        self.ended.take().unwrap_or(Ended::Ok)
     }
 
-    /// Stops curl now.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(h) = self.stderr.take() {
-            let _ = h.join();
+    /// Stops curl now (with its process group) and reaps it.
+    pub fn kill(mut self) {
+        self.running.kill();
+    }
+}
+
+impl Read for Transfer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Transfer {
+    /// The body as curl gives it; at its end (empty), how curl ended is known.
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.chunk.len() && self.ended.is_none() {
+            match self.running.next() {
+                Some(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => self.ended = Some(Ended::from_error(e, self.stall)),
+                None => self.ended = Some(Ended::Ok),
+            }
         }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len());
     }
 }
 
 /// GETs a small document (at most `limit` bytes). `etag`: sent as
 /// If-None-Match; a 304 gives `Ok(None)`.
-pub fn get_small(url: &str, etag: Option<&str>, limit: u64) -> Result<Option<(Vec<u8>, Response)>> {
-    let mut extra = vec!["--max-time".to_string(), "120".to_string()];
+pub fn get_small(
+    url: &str,
+    etag: Option<&str>,
+    limit: u64,
+    stall: Stall,
+) -> Result<Option<(Vec<u8>, Response)>> {
+    let mut extra = Vec::new();
     if let Some(etag) = etag {
         extra.push("-H".into());
         extra.push(format!("If-None-Match: {etag}"));
     }
-    let (mut transfer, response) = start(url, &extra)?;
+    let (mut transfer, response) = start(url, &extra, stall, Some(SMALL_MAX_TIME))?;
     let Some(response) = response else {
         let ended = transfer.finish();
         return Err(Error::failed(format!(
@@ -223,7 +274,7 @@ pub fn get_small(url: &str, etag: Option<&str>, limit: u64) -> Result<Option<(Ve
         )));
     };
     let mut body = Vec::new();
-    let read = (&mut transfer.body).take(limit + 1).read_to_end(&mut body);
+    let read = (&mut transfer).take(limit + 1).read_to_end(&mut body);
     if body.len() as u64 > limit {
         transfer.kill();
         return Err(Error::invalid(format!(

@@ -10,7 +10,8 @@ use clap::Parser;
 ///
 /// Checks .fw/manifest.sig against the keyring (exit 4), refuses a
 /// security_version below the target's (exit 4) and what the policy file
-/// forbids (exit 4), then compares every entry: type, mode, size, BLAKE3,
+/// forbids (exit 4), or a manifest other than --expect-* say (exit 4), then
+/// compares every entry: type, mode, size, BLAKE3,
 /// symlink target, owner when run as root, and nothing extra (exit 5,
 /// listing up to 20 differences). Modification times are not compared.
 /// On success, records the manifest's BLAKE3 in .fw/verified for
@@ -41,6 +42,16 @@ pub struct Cli {
     /// The device policy file [default: /etc/fw/policy.toml if present].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Refuse the tree (exit 4) unless its signed manifest's name is NAME:
+    /// fw-update passes what the signed release index lists.
+    #[arg(long, value_name = "NAME")]
+    pub expect_name: Option<String>,
+    /// Refuse the tree (exit 4) unless its manifest's version is VERSION.
+    #[arg(long, value_name = "VERSION")]
+    pub expect_version: Option<String>,
+    /// Refuse the tree (exit 4) unless its manifest's security_version is N.
+    #[arg(long, value_name = "N")]
+    pub expect_security_version: Option<u64>,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
 }

@@ -122,6 +122,42 @@ impl Policy {
     }
 }
 
+/// What the caller expects the tree to be: for fw-update, the signed release index's
+/// entry it chose (issue 13: another vendor-signed product served at that entry's URL
+/// must not be installed as it). Fields left `None` are not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub security_version: Option<u64>,
+}
+
+impl Expected {
+    /// Refuses (exit 4) a manifest that differs from what is expected.
+    pub fn check(&self, manifest: &Manifest) -> Result<()> {
+        let name = self.name.as_ref().is_none_or(|n| n == &manifest.name);
+        let version = self.version.as_ref().is_none_or(|v| v == &manifest.version);
+        let security = self
+            .security_version
+            .is_none_or(|s| s == manifest.security_version);
+        if name && version && security {
+            return Ok(());
+        }
+        let show = |v: Option<String>| v.unwrap_or_else(|| "any".into());
+        Err(Error::security(format!(
+            "the package is {:?} {:?} with security_version {}, not what was expected \
+             (name {}, version {}, security_version {}, as the signed index lists it): \
+             refusing it; the server may serve the wrong file",
+            manifest.name,
+            manifest.version,
+            manifest.security_version,
+            show(self.name.as_ref().map(|n| format!("{n:?}"))),
+            show(self.version.as_ref().map(|v| format!("{v:?}"))),
+            show(self.security_version.map(|s| s.to_string())),
+        )))
+    }
+}
+
 /// What a successful verification proved.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -368,15 +404,22 @@ pub fn compare_tree(
     ))
 }
 
-/// The whole check of one tree: signature, policy, content. Writes
-/// `.fw/verified` on success.
-pub fn verify(path: &Path, keyring: &Keyring, target: &Path, policy: &Policy) -> Result<Verified> {
+/// The whole check of one tree: signature, what is expected, the floor,
+/// policy, content. Writes `.fw/verified` on success.
+pub fn verify(
+    path: &Path,
+    keyring: &Keyring,
+    target: &Path,
+    policy: &Policy,
+    expected: &Expected,
+) -> Result<Verified> {
     // `current` and friends are links to the version: check what they name.
     let resolved = path
         .canonicalize()
         .map_err(|e| Error::io(path.display(), e))?;
     let path = resolved.as_path();
     let (manifest, json, signer) = read_manifest(path, keyring)?;
+    expected.check(&manifest)?;
     if !is_installed_version(path, target) {
         let floor = security_floor(target)?;
         if manifest.security_version < floor {
@@ -477,6 +520,27 @@ mod tests {
             toml::from_str::<Policy>("allowed = 1").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn expected_name_version_and_security_version() {
+        let m = manifest(vec![]);
+        let expect = |name: Option<&str>, version: Option<&str>, sv: Option<u64>| Expected {
+            name: name.map(Into::into),
+            version: version.map(Into::into),
+            security_version: sv,
+        };
+        assert!(Expected::default().check(&m).is_ok());
+        assert!(expect(Some("fw"), Some("1"), Some(2)).check(&m).is_ok());
+        for wrong in [
+            expect(Some("other"), None, None),
+            expect(None, Some("2"), None),
+            expect(None, None, Some(3)),
+        ] {
+            let err = wrong.check(&m).unwrap_err();
+            assert_eq!(err.code, fw_core::ExitCode::Security);
+            assert!(err.message.contains("\"fw\" \"1\""), "{}", err.message);
+        }
     }
 
     #[test]

@@ -11,7 +11,12 @@ fn run(cli: Cli) -> Result<()> {
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
     let target = fw_core::target::resolve(cli.target.as_deref());
     let policy = fw_verify::Policy::load(cli.policy.as_deref())?;
-    let verified = fw_verify::verify(&path, &keyring, &target, &policy)?;
+    let expected = fw_verify::Expected {
+        name: cli.expect_name,
+        version: cli.expect_version,
+        security_version: cli.expect_security_version,
+    };
+    let verified = fw_verify::verify(&path, &keyring, &target, &policy, &expected)?;
     note!(
         "{} {} verified: {} files, {} bytes, signed by {}",
         verified.manifest.name,

@@ -34,6 +34,11 @@ fn fw_install() -> Command {
         .arg(value("S", "hook-timeout", "kill a hook after S seconds (default 300)"))
         .arg(value("N", "hook-retries", "retries of a hook that exits 3 (default 3)"))
         .arg(value("S", "hook-retry-interval", "first retry interval, doubling (default 5)"))
+        .arg(value("N", "stall-speed", "give up a URL whose transfer stays under N bytes/s for --stall-time seconds (default 1024): exit 1, nothing changed"))
+        .arg(value("S", "stall-time", "the seconds a transfer may stay under --stall-speed (default 60)"))
+        .arg(value("NAME", "expect-name", "refuse (exit 4) a package whose signed manifest has another name (fw-update passes the signed index's entry)"))
+        .arg(value("V", "expect-version", "refuse (exit 4) a package whose signed manifest has another version"))
+        .arg(value("N", "expect-security-version", "refuse (exit 4) a package whose signed manifest has another security_version"))
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
         .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
 }
@@ -83,9 +88,30 @@ fn completions(cmd: &Command, out: &Path) -> std::io::Result<()> {
     ] {
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut cmd.clone(), &name, &mut script);
+        if shell == Shell::Bash {
+            script = fix_bash_case_labels(&name, script);
+        }
         write(&out.join(file), &script)?;
     }
     Ok(())
+}
+
+/// clap_complete's bash script names the states of a command whose name
+/// has a dash in two ways: the loop over the words computes
+/// `fw__switch__subcmd__status`, but the case labels read
+/// `fw__subcmd__switch__subcmd__status`, so nothing after a subcommand
+/// completes (clap-rs/clap#6421; PR #6428 fixes it upstream, not in the
+/// clap_complete 4.6.11 we use). The labels get the name the loop computes.
+fn fix_bash_case_labels(name: &str, script: Vec<u8>) -> Vec<u8> {
+    let computed = name.replace('-', "__");
+    let labelled = name.replace('-', "__subcmd__");
+    if computed == labelled {
+        return script;
+    }
+    String::from_utf8(script)
+        .expect("clap_complete writes UTF-8")
+        .replace(&format!("{labelled}__"), &format!("{computed}__"))
+        .into_bytes()
 }
 
 pub fn generate(out: &Path) -> std::io::Result<()> {
