@@ -6,6 +6,7 @@ pub mod archive;
 pub mod cli;
 pub mod error;
 pub mod framing;
+pub mod http;
 pub mod journal;
 pub mod keyring;
 pub mod lock;

@@ -37,6 +37,12 @@ pub struct Cli {
     /// $FW_KEYRING, else /etc/fw/keys].
     #[arg(long, value_name = "K")]
     pub keyring: Option<PathBuf>,
+    /// Give up a transfer that stays under N bytes/s ...
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stall_speed: u32,
+    /// ... for S seconds: exit 1, what was fetched is kept for the next run.
+    #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_time: u64,
     /// The package's URL (http or https).
     #[arg(value_name = "URL")]
     pub url: String,

@@ -43,6 +43,8 @@ pub struct Options {
     pub url: String,
     pub target: PathBuf,
     pub keyring: Keyring,
+    /// Stall detection for every transfer.
+    pub stall: fw_core::http::Stall,
 }
 
 /// How the package came.
@@ -104,7 +106,7 @@ struct Span {
 pub fn fetch<W: Write + Send + 'static>(options: &Options, out: W) -> Result<Summary> {
     let cache = Cache::open(&options.target)?;
     let shared = SharedFiles::of_target(&options.target);
-    let mut client = Client::new(&options.url);
+    let mut client = Client::new(&options.url, options.stall);
     let resumed = cache.resume(&options.url);
     let head_bytes = match resumed {
         Some((state, head)) => {
@@ -219,7 +221,7 @@ fn delta_layout(head: &Head) -> Option<(u64, Layout)> {
 fn fetch_head(
     client: &mut Client,
     keyring: &Keyring,
-) -> Result<std::result::Result<Vec<u8>, http::Transfer>> {
+) -> Result<std::result::Result<Vec<u8>, fw_core::http::Transfer>> {
     let mut bytes: Vec<u8> = Vec::new();
     let mut want = head::FIRST;
     loop {
@@ -617,7 +619,7 @@ fn whole_package<W: Write + Send + 'static>(
     cache: &Cache,
     shared: &SharedFiles,
     client: &mut Client,
-    transfer: http::Transfer,
+    transfer: fw_core::http::Transfer,
     mut out: W,
 ) -> Result<Summary> {
     let (head, mut rest) = match head::parse(sync(transfer), &options.keyring, None)? {

@@ -1,8 +1,6 @@
-//! HTTP Range requests through `curl`, run by fw-nbio: curl is on every
-//! device and does TLS, proxies and redirects. curl writes the response
-//! headers (`-D -`) and then the body on its stdout; the headers are read
-//! first, so the status and ranges are checked before a byte of body is
-//! taken.
+//! HTTP Range requests, through fw-core's curl transfers (fw_core::http):
+//! the headers are read first, so the status and ranges are checked
+//! before a byte of body is taken.
 //!
 //! The server is not trusted: every answer must be exactly what was asked
 //! (206 with the asked ranges, in order, of a package of the size and
@@ -13,199 +11,19 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
+use fw_core::http::{parse_content_range, read_line, Ended, Response, Stall, Transfer};
 use fw_core::{Error, Result};
 
-/// The longest response header line, and the most header lines, read.
-const MAX_LINE: usize = 8 << 10;
-const MAX_LINES: usize = 200;
+/// The most header lines of a multipart part read.
+const MAX_PART_LINES: usize = 100;
 /// The most ranges in one request: keeps the Range header under nginx's
 /// default limit for a header line (8 KiB).
 pub const MAX_RANGES_PER_REQUEST: usize = 200;
-
-/// The final response's status and headers (names lowercased).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A strong ETag (weak ones cannot be used with If-Range).
-    pub fn strong_etag(&self) -> Option<&str> {
-        self.header("etag").filter(|e| e.starts_with('"'))
-    }
-
-    pub fn content_length(&self) -> Option<u64> {
-        self.header("content-length")?.trim().parse().ok()
-    }
-}
-
-/// `bytes START-END/TOTAL` as (start, end exclusive, total).
-pub fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (span, total) = rest.split_once('/')?;
-    let (start, end) = span.split_once('-')?;
-    let (start, end, total): (u64, u64, u64) = (
-        start.trim().parse().ok()?,
-        end.trim().parse().ok()?,
-        total.trim().parse().ok()?,
-    );
-    (start <= end && end < total).then_some((start, end + 1, total))
-}
 
 fn malformed(url: &str, why: impl std::fmt::Display) -> Error {
     Error::invalid(format!(
         "{url}: the server's answer is malformed ({why}); refusing it"
     ))
-}
-
-/// Reads a line of at most [`MAX_LINE`] bytes, without its line end.
-/// `None` at the end of the input.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut line = Vec::new();
-    loop {
-        let available = reader.fill_buf()?;
-        if available.is_empty() {
-            return Ok((!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned()));
-        }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        if line.len() + take > MAX_LINE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("a line longer than {MAX_LINE} bytes"),
-            ));
-        }
-        line.extend_from_slice(&available[..take]);
-        reader.consume(take);
-        if done {
-            while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                line.pop();
-            }
-            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-        }
-    }
-}
-
-/// Reads header blocks until the final one (skipping 1xx and followed
-/// redirects). `None` if curl wrote no headers at all.
-pub fn read_headers(reader: &mut impl BufRead) -> io::Result<Option<Response>> {
-    let mut lines = 0usize;
-    loop {
-        let Some(line) = read_line(reader)? else {
-            return Ok(None);
-        };
-        if line.is_empty() {
-            continue;
-        }
-        let status: u16 = match line.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-            Some(status) if line.starts_with("HTTP/") => status,
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("not an HTTP status line: {:.80?}", line),
-                ))
-            }
-        };
-        let mut response = Response {
-            status,
-            headers: Vec::new(),
-        };
-        while let Some(header) = read_line(reader)? {
-            lines += 1;
-            if lines > MAX_LINES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("more than {MAX_LINES} header lines"),
-                ));
-            }
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                response
-                    .headers
-                    .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-        let more = (100..200).contains(&status)
-            || ((300..400).contains(&status) && response.header("location").is_some())
-            // A proxy's answer to CONNECT precedes the server's.
-            || (status == 200 && line.to_ascii_lowercase().contains("connection established"));
-        if !more {
-            return Ok(Some(response));
-        }
-    }
-}
-
-/// One curl process's stdout, as a buffered reader; curl's failure (a
-/// network error, a stall) is the read error at its end.
-pub struct Transfer {
-    running: fw_nbio::Running,
-    chunk: Vec<u8>,
-    pos: usize,
-    ended: bool,
-}
-
-impl Transfer {
-    /// Stops curl now.
-    pub fn kill(&mut self) {
-        self.running.kill();
-        self.ended = true;
-    }
-}
-
-impl BufRead for Transfer {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.pos == self.chunk.len() && !self.ended {
-            match self.running.next() {
-                Some(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => {
-                    self.ended = true;
-                    let why = match e.process() {
-                        Some(p) if !p.stderr_tail.trim().is_empty() => p
-                            .stderr_tail
-                            .trim()
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                            .to_string(),
-                        _ => e.to_string(),
-                    };
-                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, why));
-                }
-                None => self.ended = true,
-            }
-        }
-        Ok(&self.chunk[self.pos..])
-    }
-
-    fn consume(&mut self, amt: usize) {
-        self.pos = (self.pos + amt).min(self.chunk.len());
-    }
-}
-
-impl Read for Transfer {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
 }
 
 /// What a request got.
@@ -227,91 +45,39 @@ pub struct Client {
     /// Whether to ask for several ranges in one request (until the server
     /// shows it does not do that).
     multi: bool,
+    stall: Stall,
     /// Bytes of response bodies received, for the summary.
     pub received: u64,
     pub requests: u64,
 }
 
 impl Client {
-    pub fn new(url: &str) -> Client {
+    pub fn new(url: &str, stall: Stall) -> Client {
         Client {
             url: url.to_string(),
             size: None,
             etag: None,
             multi: true,
+            stall,
             received: 0,
             requests: 0,
         }
     }
 
     fn curl(&self, range: &str) -> Result<(Transfer, Response)> {
-        let mut args: Vec<String> = [
-            "-sS",
-            "-L",
-            "--max-redirs",
-            "10",
-            "--proto",
-            "=http,https",
-            "--proto-redir",
-            "=http,https",
-            "--connect-timeout",
-            "30",
-            // A transfer stalled for a minute is given up (and resumed later).
-            "--speed-limit",
-            "1",
-            "--speed-time",
-            "60",
-            "-D",
-            "-",
-            "-r",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(range.to_string());
+        let mut extra = vec!["-r".to_string(), range.to_string()];
         if let Some(etag) = &self.etag {
-            args.push("-H".into());
-            args.push(format!("If-Range: {etag}"));
+            extra.push("-H".into());
+            extra.push(format!("If-Range: {etag}"));
         }
-        args.push("--url".into());
-        args.push(self.url.clone());
-        let running = fw_nbio::Process::new("curl")
-            .args(&args)
-            .capture_stderr()
-            .spawn()
-            .map_err(|e| {
-                Error::failed(format!(
-                    "cannot run curl ({e}): install curl (apt-get install curl)"
-                ))
-            })?;
-        let mut transfer = Transfer {
-            running,
-            chunk: Vec::new(),
-            pos: 0,
-            ended: false,
-        };
-        match read_headers(&mut transfer) {
-            Ok(Some(response)) => Ok((transfer, response)),
-            Ok(None) => {
-                // No answer: curl says why at the end of its output.
-                let why = match transfer.read(&mut [0u8; 1]) {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "no answer".to_string(),
-                };
-                Err(Error::failed(format!(
-                    "cannot fetch {}: {why}; check the network (the fetch resumes where it \
-                     stopped)",
-                    self.url
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Err(Error::failed(format!(
-                "cannot fetch {}: {e}; check the network (the fetch resumes where it stopped)",
-                self.url
+        let (transfer, response) = fw_core::http::start(&self.url, &extra, self.stall, None)?;
+        match response {
+            Some(response) => Ok((transfer, response)),
+            None => Err(Error::failed(format!(
+                "cannot fetch {}: {}; check the network (the fetch resumes where it stopped)",
+                self.url,
+                transfer.finish().why()
             ))),
-            Err(e) => {
-                transfer.kill();
-                Err(malformed(&self.url, e))
-            }
         }
     }
 
@@ -366,7 +132,11 @@ impl Client {
         let (mut transfer, response) = self.curl(&spec)?;
         match response.status {
             206 => {}
-            200 if first_request => return Ok(Reply::Whole(transfer)),
+            200 if first_request => {
+                self.size = response.content_length();
+                self.etag = response.strong_etag().map(String::from);
+                return Ok(Reply::Whole(transfer));
+            }
             200 => {
                 transfer.kill();
                 if let (Some(known), Some(now)) = (&self.etag, response.strong_etag()) {
@@ -521,7 +291,7 @@ impl RangeReader {
                 let boundary = boundary.clone();
                 if *started {
                     // After a part's body: CRLF, then the next delimiter.
-                    let line = read_line(&mut self.transfer).map_err(|e| read_error(&url, e))?;
+                    let line = read_line(&mut self.transfer).map_err(|e| malformed(&url, e))?;
                     if line.as_deref() != Some("") {
                         return Err(malformed(
                             &url,
@@ -531,9 +301,11 @@ impl RangeReader {
                 }
                 let mut preamble = 0;
                 loop {
-                    let line = read_line(&mut self.transfer)
-                        .map_err(|e| read_error(&url, e))?
-                        .ok_or_else(|| truncated(&url))?;
+                    let Some(line) =
+                        read_line(&mut self.transfer).map_err(|e| malformed(&url, e))?
+                    else {
+                        return Err(eof_error(&url, self.transfer.ended()));
+                    };
                     if line == boundary {
                         break;
                     }
@@ -546,10 +318,12 @@ impl RangeReader {
                     *started = true;
                 }
                 let mut range = None;
-                for _ in 0..MAX_LINES {
-                    let line = read_line(&mut self.transfer)
-                        .map_err(|e| read_error(&url, e))?
-                        .ok_or_else(|| truncated(&url))?;
+                for _ in 0..MAX_PART_LINES {
+                    let Some(line) =
+                        read_line(&mut self.transfer).map_err(|e| malformed(&url, e))?
+                    else {
+                        return Err(eof_error(&url, self.transfer.ended()));
+                    };
                     if line.is_empty() {
                         break;
                     }
@@ -590,12 +364,14 @@ impl RangeReader {
         }
     }
 
+    /// The answer ended before the asked bytes: the network's fault if
+    /// curl failed, else the server's.
     fn truncated(&self) -> Error {
-        truncated(&self.url)
+        eof_error(&self.url, self.transfer.ended())
     }
 
     fn read_error(&self, e: io::Error) -> Error {
-        read_error(&self.url, e)
+        malformed(&self.url, e)
     }
 
     /// After the last asked range: the answer must end here.
@@ -630,19 +406,12 @@ impl RangeReader {
     }
 }
 
-fn truncated(url: &str) -> Error {
-    Error::failed(format!(
-        "{url}: the connection ended inside the answer; the fetch resumes where it stopped"
-    ))
-}
-
-fn read_error(url: &str, e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::ConnectionAborted {
-        Error::failed(format!(
-            "cannot fetch {url}: {e}; check the network (the fetch resumes where it stopped)"
-        ))
-    } else {
-        malformed(url, e)
+fn eof_error(url: &str, ended: Option<&Ended>) -> Error {
+    match ended {
+        Some(Ended::Failed(why)) => Error::failed(format!(
+            "cannot fetch {url}: {why}; check the network (the fetch resumes where it stopped)"
+        )),
+        _ => malformed(url, "it ends before the asked bytes"),
     }
 }
 
@@ -673,15 +442,11 @@ impl Read for RangeReader {
             };
             // Bytes between coalesced ranges are dropped.
             while self.part_at < start {
-                let url = &self.url;
-                let available = self
-                    .transfer
-                    .fill_buf()
-                    .map_err(|e| to_io(read_error(url, e)))?;
-                if available.is_empty() {
-                    return Err(to_io(self.truncated()));
-                }
-                let n = available.len().min((start - self.part_at) as usize);
+                let n = match self.transfer.fill_buf() {
+                    Ok([]) => return Err(to_io(self.truncated())),
+                    Ok(available) => available.len().min((start - self.part_at) as usize),
+                    Err(e) => return Err(to_io(self.read_error(e))),
+                };
                 self.transfer.consume(n);
                 self.part_at += n as u64;
                 self.received += n as u64;
@@ -707,39 +472,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_ranges_parse_strictly() {
-        assert_eq!(parse_content_range("bytes 0-9/20"), Some((0, 10, 20)));
-        assert_eq!(parse_content_range(" bytes 10-19/20"), Some((10, 20, 20)));
-        for bad in [
-            "bytes 10-9/20",
-            "bytes 0-20/20",
-            "bytes */20",
-            "0-9/20",
-            "bytes 0-9/*",
-        ] {
-            assert_eq!(parse_content_range(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn headers_after_continue_and_redirect_and_bounded_lines() {
-        let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 302 Found\r\nLocation: /b\r\n\r\nHTTP/1.1 206 Partial\r\nContent-Range: bytes 0-1/5\r\nContent-Type: multipart/byteranges; boundary=abc\r\n\r\nBODY";
-        let mut reader = io::Cursor::new(text.as_bytes());
-        let response = read_headers(&mut reader).unwrap().unwrap();
-        assert_eq!(response.status, 206);
+    fn multipart_boundaries_are_read_from_the_content_type() {
         assert_eq!(
-            multipart_boundary(response.header("content-type").unwrap()).as_deref(),
-            Some("abc")
+            multipart_boundary("multipart/byteranges; boundary=00000000000000000001").as_deref(),
+            Some("00000000000000000001")
         );
-        let mut rest = String::new();
-        reader.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, "BODY");
-        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_LINE));
-        assert!(read_headers(&mut io::Cursor::new(long.as_bytes())).is_err());
-        let many = format!(
-            "HTTP/1.1 200 OK\r\n{}\r\n",
-            "X: y\r\n".repeat(MAX_LINES + 1)
+        assert_eq!(
+            multipart_boundary("Multipart/Byteranges; boundary=\"a b\"").as_deref(),
+            Some("a b")
         );
-        assert!(read_headers(&mut io::Cursor::new(many.as_bytes())).is_err());
+        assert_eq!(multipart_boundary("application/octet-stream"), None);
+        assert_eq!(multipart_boundary("multipart/byteranges"), None);
     }
 }

@@ -24,6 +24,10 @@ fn run(cli: Cli) -> Result<()> {
         url: cli.url,
         target,
         keyring,
+        stall: fw_core::http::Stall {
+            speed: cli.stall_speed,
+            secs: cli.stall_time,
+        },
     };
     let summary = fw_fetch::fetch(&options, out)?;
     let how = match summary.way {
