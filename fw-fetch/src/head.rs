@@ -19,7 +19,7 @@ use crate::literal::{self, Framing};
 
 /// The first request's size: the OpenPGP packets and the first member's
 /// header are far smaller, and the first member's start comes along.
-pub const FIRST: u64 = 64 << 10;
+pub const FIRST: u64 = 8 << 10;
 /// The most head bytes fetched before the first member's header shows.
 const MAX_PREAMBLE: u64 = 4 << 20;
 /// The largest manifest read (as fw-unpack's bound).
@@ -43,7 +43,7 @@ pub struct Head {
 
 /// What parsing a prefix of the package found.
 pub enum Parsed<R> {
-    Head(Head, R),
+    Head(Box<Head>, R),
     /// The prefix is too short: at least this many bytes of the file are
     /// needed.
     More(u64),
@@ -150,13 +150,13 @@ pub fn parse<'a, R: Read + Send + Sync + 'a>(
         )));
     }
     Ok(Parsed::Head(
-        Head {
+        Box::new(Head {
             framing,
             region,
             base,
             manifest,
             signer,
-        },
+        }),
         data,
     ))
 }
@@ -214,7 +214,7 @@ fn fw_entries(tar: &[u8]) -> Option<(String, Vec<u8>, Vec<u8>)> {
             return None;
         }
         let mut data = Vec::with_capacity(size as usize);
-        (&mut entry).read_to_end(&mut data).ok()?;
+        entry.read_to_end(&mut data).ok()?;
         (data.len() as u64 == size).then(|| (name.to_string(), data))
     };
     let (name, json) = take(MANIFEST_PATH, MAX_JSON)?;

@@ -191,6 +191,13 @@ impl Client {
                 .header("content-range")
                 .and_then(parse_content_range)
                 .ok_or_else(|| malformed(&self.url, "a 206 without a valid Content-Range"))?;
+            if first_request && range.0 == 0 && range.1 == range.2 && range.1 > ranges[0].1 {
+                // All of it from byte 0, where a part was asked: a server
+                // that reads only a Range's start. Read it as a whole.
+                self.size = Some(range.2);
+                self.etag = response.strong_etag().map(String::from);
+                return Ok(Reply::Whole(transfer));
+            }
             if response
                 .content_length()
                 .is_some_and(|n| n != range.1 - range.0)

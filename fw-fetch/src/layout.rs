@@ -39,10 +39,7 @@ struct CipherLayout {
 /// The first length header of a body chunked as `body`, when it is known
 /// without the tail.
 fn first_len(body: Body) -> Option<Len> {
-    match body.chunks().next() {
-        Some(size) => Some(Len::Partial(size)),
-        None => None,
-    }
+    body.chunks().next().map(Len::Partial)
 }
 
 fn layout_error(e: io::Error) -> Error {

@@ -212,9 +212,9 @@ fn open_seipd<'a, R: Read + Send + Sync + 'a>(
     let (algo, key) = found.ok_or_else(|| {
         Error::security("no key of the keyring decrypts the package's session key")
     })?;
-    let block = algo.block_size().map_err(|e| not_fw(e))?;
+    let block = algo.block_size().map_err(not_fw)?;
     let ciphertext = io::Cursor::new(prefix).chain(body);
-    let plain = framing::cfb_reader(algo, &key, None, ciphertext).map_err(|e| not_fw(e))?;
+    let plain = framing::cfb_reader(algo, &key, None, ciphertext).map_err(not_fw)?;
     let count = Arc::new(AtomicU64::new(0));
     let mut plain = Counted {
         inner: plain,

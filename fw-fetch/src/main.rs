@@ -31,18 +31,18 @@ fn run(cli: Cli) -> Result<()> {
     };
     let summary = fw_fetch::fetch(&options, out)?;
     let how = match summary.way {
-        fw_fetch::Way::Delta => "by range",
-        fw_fetch::Way::WholePackage => "whole (no Range support)",
-        fw_fetch::Way::PassThrough => "whole (no offsets in the package)",
+        fw_fetch::Way::Delta => format!(
+            "by range: {} of its {} bytes in {} request(s)",
+            summary.received, summary.package_bytes, summary.requests
+        ),
+        fw_fetch::Way::WholePackage | fw_fetch::Way::PassThrough => {
+            format!("whole: {} bytes", summary.package_bytes)
+        }
     };
     note!(
-        "fetched {} {} {how}: {} bytes in {} requests for a {}-byte package; {} files fetched, \
-         {} held by installed versions",
+        "fetched {} {} {how}; {} files fetched, {} held by installed versions",
         summary.name,
         summary.version,
-        summary.received,
-        summary.requests,
-        summary.package_bytes,
         summary.files_fetched,
         summary.files_held
     );

@@ -111,7 +111,8 @@ pub fn write<W: Write>(
     // quick check of a session key.
     let mut prefix = vec![0u8; block];
     openpgp::crypto::random(&mut prefix).map_err(openpgp_error)?;
-    prefix.extend_from_slice(&prefix[block - 2..].to_vec());
+    let check = [prefix[block - 2], prefix[block - 1]];
+    prefix.extend_from_slice(&check);
     plain.write_all(&prefix).map_err(io_error)?;
     plain.write_all(&ops).map_err(io_error)?;
     let hash = literal.write(&mut plain)?;

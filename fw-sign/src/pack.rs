@@ -362,16 +362,24 @@ fn write_error(err: io::Error) -> Error {
     Error::io("the package (stdout or its spool file)", err)
 }
 
+/// The tree's members, spooled.
+struct Tree {
+    spool: std::fs::File,
+    /// Their total length.
+    len: u64,
+    /// The `gz` range of each entry with data.
+    ranges: Vec<Option<[u64; 2]>>,
+}
+
 /// The tree's tar stream as gzip members into `spool`: each entry's
 /// header(s), each file's data in members of its own (cut before and
-/// after it), then the end-of-archive blocks. Returns the spool, the
-/// members' total length, and the `gz` range of each entry with data.
+/// after it), then the end-of-archive blocks.
 fn write_tree(
     spool: std::fs::File,
     name: &str,
     entries: &[SourceEntry],
     progress: &ProgressBar,
-) -> Result<(std::fs::File, u64, Vec<Option<[u64; 2]>>)> {
+) -> Result<Tree> {
     let out = io::BufWriter::with_capacity(256 << 10, spool);
     let mut gz = fw_gz::GzWriter::new(out, Compression::new(6));
     // Member numbers where each file's data starts and ends.
@@ -436,7 +444,11 @@ fn write_tree(
             })
         })
         .collect();
-    Ok((spool, total, ranges))
+    Ok(Tree {
+        spool,
+        len: total,
+        ranges,
+    })
 }
 
 /// The members that open the tar.gz: the manifest and its signature, the
@@ -508,9 +520,9 @@ pub fn pack_with_progress<W: Write>(
     // which comes first in the package, says where each file's members lie.
     let spool = tempfile::tempfile()
         .map_err(|e| Error::io("cannot create an unlinked spool file in $TMPDIR", e))?;
-    let (spool, tree_len, ranges) = write_tree(spool, &name, &entries, progress)?;
+    let tree = write_tree(spool, &name, &entries, progress)?;
     progress.finish_and_clear();
-    for (source, range) in entries.iter_mut().zip(ranges) {
+    for (source, range) in entries.iter_mut().zip(tree.ranges) {
         source.entry.gz = range;
     }
     let manifest = Manifest {
@@ -523,7 +535,7 @@ pub fn pack_with_progress<W: Write>(
         security_version: options.security_version,
         created,
         tool: format!("fw-sign {}", fw_core::FW_VERSION),
-        gz_length: Some(tree_len),
+        gz_length: Some(tree.len),
         entries: entries.iter().map(|s| s.entry.clone()).collect(),
     };
     manifest.validate()?;
@@ -541,7 +553,7 @@ pub fn pack_with_progress<W: Write>(
     message::write(
         out,
         &head,
-        (spool, tree_len),
+        (tree.spool, tree.len),
         &mut signing_pair,
         &recipients,
         created_time,

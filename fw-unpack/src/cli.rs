@@ -24,6 +24,18 @@ pub struct Cli {
     /// $FW_TARGET, else /opt/firmware].
     #[arg(long, value_name = "T")]
     pub target: Option<PathBuf>,
+    /// The stream is fw-fetch's (a delta upgrade), not fw-unseal's: the
+    /// manifest's signature is the root of trust (verified by --keyring
+    /// before it is parsed), every header must match the manifest, every
+    /// file written must match its BLAKE3, and data fw-fetch omitted is
+    /// only linked from an installed version, never read.
+    #[arg(long)]
+    pub delta: bool,
+    /// Trusted vendor certificates, for --delta: a directory of *.asc,
+    /// *.pgp, *.gpg files, or one file [default: $FW_KEYRING, else
+    /// /etc/fw/keys].
+    #[arg(long, value_name = "K")]
+    pub keyring: Option<PathBuf>,
     /// Refuse packages whose content exceeds N bytes [default: 90% of the
     /// free space on the target's file system].
     #[arg(long, value_name = "N")]

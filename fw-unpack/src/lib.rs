@@ -8,6 +8,16 @@
 //! is not trusted here (fw-verify checks its signature); it only narrows
 //! what may be written.
 //!
+//! With `--delta` (a [`Delta`] given), the stream comes from fw-fetch, not
+//! fw-unseal: no outer signature covers it, so the signed manifest is the
+//! root of trust. Its signature is verified by the keyring's trust rule
+//! before the manifest is parsed; every entry's header must match the
+//! manifest (type, mode, owner, size, times, link targets); every file
+//! written is hashed as it is written and must match its BLAKE3 before
+//! success; data fw-fetch marked as omitted (fw-gz `FH`) may only be
+//! skipped for a file linked from an installed version, and reading it is
+//! an error. The mode is chosen by the command line, never by the stream.
+//!
 //! Safety does not depend on the tar crate's own checks: every path is
 //! checked component by component, every parent must be a directory this
 //! run created (never a symlink), files are created with O_EXCL and
@@ -30,8 +40,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
+use fw_core::keyring::Keyring;
 use fw_core::manifest::{self, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
 use fw_core::target::SharedFiles;
+use fw_core::trust::Signer;
 use fw_core::{Error, Result};
 
 /// The largest manifest and signature fw-unpack reads into memory.
@@ -53,6 +65,14 @@ pub struct Unpacked {
     /// Files (and their bytes) linked to installed versions, not written.
     pub shared_files: u64,
     pub shared_bytes: u64,
+    /// With `--delta`: who signed the manifest.
+    pub signer: Option<Signer>,
+}
+
+/// `--delta`: the stream is fw-fetch's, checked against the manifest
+/// signed by a certificate of `keyring` (see the module's comment).
+pub struct Delta<'a> {
+    pub keyring: &'a Keyring,
 }
 
 /// The staging directory being written, shared with a signal handler that
@@ -259,6 +279,11 @@ struct Extractor<'a> {
     shared_bytes: u64,
     cleanup: &'a Cleanup,
     writeback: Writeback,
+    delta: Option<&'a Delta<'a>>,
+    /// With `--delta`: the manifest's bytes until its signature is checked,
+    /// then who signed it.
+    manifest_json: Vec<u8>,
+    signer: Option<Signer>,
 }
 
 impl Extractor<'_> {
@@ -278,6 +303,7 @@ impl Extractor<'_> {
         path: &Path,
         data: &mut dyn Read,
         size: u64,
+        blake3: Option<&str>,
     ) -> Result<File> {
         self.content = self.content.saturating_add(size);
         if self.content > self.max_bytes {
@@ -302,6 +328,7 @@ impl Extractor<'_> {
         };
         let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
         let mut written = 0u64;
+        let mut hasher = blake3.map(|_| blake3::Hasher::new());
         loop {
             let n = match data.read(&mut buf) {
                 Ok(0) => break,
@@ -309,6 +336,9 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(stream_error(e, rel_display, self.max_bytes)),
             };
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&buf[..n]);
+            }
             let _lock = self.cleanup.lock();
             file.write_all(&buf[..n]).map_err(|e| self.io(path, e))?;
             written += n as u64;
@@ -319,6 +349,14 @@ impl Extractor<'_> {
                 rel_display,
                 self.max_bytes,
             ));
+        }
+        if let (Some(hasher), Some(want)) = (hasher, blake3) {
+            if hasher.finalize().to_hex().as_str() != want {
+                return Err(Error::security(format!(
+                    "entry {rel_display:?}: its content differs from the signed manifest's \
+                     BLAKE3: tampered with or damaged on the way; refusing the package"
+                )));
+            }
         }
         Ok(file)
     }
@@ -405,29 +443,51 @@ impl Extractor<'_> {
             .take(size)
             .read_to_end(&mut bytes)
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
-        if index == 0 {
-            let manifest =
-                Manifest::from_json(&bytes).map_err(|e| self.refuse(&display, e.message))?;
-            if manifest.name != self.name {
-                return Err(self.refuse(
-                    &display,
-                    format!(
-                        "the manifest names the firmware {:?}, the archive {:?}",
-                        manifest.name, self.name
-                    ),
-                ));
+        if let Some(delta) = self.delta {
+            // Only JSON the vendor signed is parsed.
+            if index == 0 {
+                self.manifest_json = bytes.clone();
+            } else {
+                let signer =
+                    fw_core::trust::verify_detached(delta.keyring, &bytes, &self.manifest_json)
+                        .map_err(|e| {
+                            Error::security(format!(
+                                "{}/{SIGNATURE_PATH}: the manifest's signature: {}",
+                                self.name, e.message
+                            ))
+                        })?;
+                self.signer = Some(signer);
+                let json = std::mem::take(&mut self.manifest_json);
+                self.take_manifest(&json, &format!("{}/{MANIFEST_PATH}", self.name))?;
             }
-            self.listed = manifest
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.path.clone(), i))
-                .collect();
-            self.manifest = Some(manifest);
+        } else if index == 0 {
+            self.take_manifest(&bytes, &display)?;
         }
         let path = self.tree.join(rel);
-        let file = self.write_file(&display, &path, &mut &bytes[..], size)?;
+        let file = self.write_file(&display, &path, &mut &bytes[..], size, None)?;
         self.finish_file(file, &path, header, 0o644)
+    }
+
+    /// Parses the manifest and narrows what may be written to what it lists.
+    fn take_manifest(&mut self, bytes: &[u8], display: &str) -> Result<()> {
+        let manifest = Manifest::from_json(bytes).map_err(|e| self.refuse(display, e.message))?;
+        if manifest.name != self.name {
+            return Err(self.refuse(
+                display,
+                format!(
+                    "the manifest names the firmware {:?}, the archive {:?}",
+                    manifest.name, self.name
+                ),
+            ));
+        }
+        self.listed = manifest
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.clone(), i))
+            .collect();
+        self.manifest = Some(manifest);
+        Ok(())
     }
 
     fn tree_entry(
@@ -544,6 +604,11 @@ impl Extractor<'_> {
                 ),
             ));
         }
+        if let Some(why) = header_mismatch(&header, listed, link_target.as_deref()) {
+            return Err(self.refuse(&display, why));
+        }
+        // With --delta, written content is proven against the manifest.
+        let blake3 = listed.blake3.clone().filter(|_| self.delta.is_some());
         let path = self.tree.join(rel);
         match etype {
             tar::EntryType::Directory => {
@@ -605,7 +670,7 @@ impl Extractor<'_> {
                 if let Some(installed) = self.shared.find(listed) {
                     self.link_installed(installed, &path, size)?;
                 } else {
-                    let file = self.write_file(&display, &path, entry, size)?;
+                    let file = self.write_file(&display, &path, entry, size, blake3.as_deref())?;
                     self.finish_file(file, &path, &header, mode)?;
                 }
             }
@@ -692,6 +757,32 @@ impl Drop for Writeback {
     }
 }
 
+/// What of a tree entry's header differs from its manifest entry, beyond
+/// the type and mode checked before: owner, modification time (format 2
+/// manifests list it), hard-link target.
+fn header_mismatch(
+    header: &tar::Header,
+    listed: &manifest::Entry,
+    link_target: Option<&str>,
+) -> Option<String> {
+    let (uid, gid) = owner(header);
+    if (uid, gid) != (listed.uid, listed.gid) {
+        return Some(format!(
+            "owner {uid}:{gid} differs from the manifest's {}:{}",
+            listed.uid, listed.gid
+        ));
+    }
+    if let Some(mtime) = listed.mtime {
+        if header.mtime().ok() != Some(mtime) {
+            return Some("its modification time differs from the manifest's".into());
+        }
+    }
+    if listed.hardlink.as_deref() != link_target {
+        return Some("its hard-link target differs from the manifest's".into());
+    }
+    None
+}
+
 fn owner(header: &tar::Header) -> (u32, u32) {
     let uid = header.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
     let gid = header.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
@@ -707,6 +798,7 @@ pub fn unpack<R: Read + Send + 'static>(
     staging: &Path,
     max_bytes: u64,
     shared: &SharedFiles,
+    delta: Option<&Delta<'_>>,
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
     let work = {
@@ -720,7 +812,7 @@ pub fn unpack<R: Read + Send + 'static>(
         *current = Some(dir.clone());
         dir
     };
-    let result = extract(input, &work, max_bytes, shared, cleanup);
+    let result = extract(input, &work, max_bytes, shared, delta, cleanup);
     let mut current = cleanup.lock();
     if result.is_err() {
         if let Err(e) = std::fs::remove_dir_all(&work) {
@@ -738,12 +830,17 @@ fn extract<R: Read + Send + 'static>(
     work: &Path,
     max_bytes: u64,
     shared: &SharedFiles,
+    delta: Option<&Delta<'_>>,
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
     let capped = Capped {
         // Inflates in threads of its own (on every core for fw-sign's
-        // members), so that inflating overlaps writing the files.
-        inner: fw_gz::GzReader::new(input),
+        // members), so that inflating overlaps writing the files. Only
+        // fw-fetch's stream (--delta) may hold omitted members.
+        inner: match delta {
+            Some(_) => fw_gz::GzReader::accepting_omitted(input),
+            None => fw_gz::GzReader::new(input),
+        },
         read: 0,
         cap: max_bytes.saturating_add(METADATA_ALLOWANCE),
     };
@@ -765,6 +862,9 @@ fn extract<R: Read + Send + 'static>(
         shared_bytes: 0,
         cleanup,
         writeback: Writeback::start(),
+        delta,
+        manifest_json: Vec::new(),
+        signer: None,
     };
     let mut count = 0usize;
     // Where the last entry's data (padded) ends in the tar stream.
@@ -856,6 +956,7 @@ fn extract<R: Read + Send + 'static>(
         bytes: x.content,
         shared_files: x.shared_files,
         shared_bytes: x.shared_bytes,
+        signer: x.signer.take(),
     })
 }
 
@@ -941,6 +1042,7 @@ mod tests {
             staging.path(),
             1 << 30,
             &SharedFiles::default(),
+            None,
             &cleanup,
         )
         .unwrap();
@@ -953,6 +1055,7 @@ mod tests {
             staging.path(),
             1 << 30,
             &SharedFiles::default(),
+            None,
             &cleanup,
         )
         .unwrap();
@@ -969,6 +1072,7 @@ mod tests {
                 staging.path(),
                 1 << 30,
                 &SharedFiles::default(),
+                None,
                 &cleanup,
             )
             .unwrap_err();

@@ -52,7 +52,21 @@ fn run(cli: Cli) -> Result<()> {
         .bar("fw-unpack", fw_core::progress::stdin_size());
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
     let input = fw_core::progress::ProgressReader::new(std::io::stdin(), bar.clone());
-    let unpacked = fw_unpack::unpack(input, &staging, max_bytes, &shared, &cleanup);
+    let keyring = match cli.delta {
+        true => Some(fw_core::keyring::Keyring::load(
+            &fw_core::keyring::resolve(cli.keyring.as_deref()),
+        )?),
+        false => None,
+    };
+    let delta = keyring.as_ref().map(|keyring| fw_unpack::Delta { keyring });
+    let unpacked = fw_unpack::unpack(
+        input,
+        &staging,
+        max_bytes,
+        &shared,
+        delta.as_ref(),
+        &cleanup,
+    );
     bar.finish_and_clear();
     let unpacked = unpacked?;
     note!(
