@@ -106,10 +106,13 @@ pub struct Entry {
     /// restored on unpack, never compared, not part of a file's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime: Option<u64>,
-    /// Files with content (format 2): `[offset, length]` of the gzip
-    /// members holding exactly the file's bytes, in the package's tar.gz,
-    /// counted from the first member after the manifest's and its
-    /// signature's members.
+    /// Files with content (format 2): `[gap, length]` of the gzip members
+    /// holding exactly the file's bytes, in the package's tar.gz: they
+    /// start `gap` bytes after the previous such file's members end (the
+    /// first: after the manifest's and its signature's members). Relative,
+    /// so that the line of a file that did not change is the same in the
+    /// next version's manifest (see [`json_chunks`]); [`Manifest::gz_ranges`]
+    /// adds them up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gz: Option<[u64; 2]>,
 }
@@ -163,13 +166,12 @@ impl Manifest {
         // The members of successive files follow each other in the tar.gz.
         let mut gz_end = 0u64;
         for entry in &self.entries {
-            if let Some([offset, length]) = entry.gz {
-                let end = offset.checked_add(length);
+            if let Some([gap, length]) = entry.gz {
+                let end = gz_end.checked_add(gap).and_then(|o| o.checked_add(length));
                 let fits = entry.kind == Kind::File
                     && entry.hardlink.is_none()
                     && entry.size.is_some_and(|s| s > 0)
                     && length > 0
-                    && offset >= gz_end
                     && end.is_some_and(|end| Some(end) <= self.gz_length);
                 if !fits {
                     return Err(Error::invalid(format!(
@@ -207,6 +209,23 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Where each entry's gzip members are (`[start, end)`, counted from
+    /// the first member after the manifest's and its signature's), from
+    /// the relative `gz` fields; `None` for entries without data.
+    pub fn gz_ranges(&self) -> Vec<Option<(u64, u64)>> {
+        let mut end = 0u64;
+        self.entries
+            .iter()
+            .map(|e| {
+                e.gz.map(|[gap, length]| {
+                    let start = end.saturating_add(gap);
+                    end = start.saturating_add(length);
+                    (start, end)
+                })
+            })
+            .collect()
     }
 
     /// BLAKE3 of the manifest's bytes, the identity `.fw/verified` records.
@@ -412,6 +431,7 @@ mod tests {
         assert!(manifest.validate().is_err(), "no gz_length");
         manifest.gz_length = Some(15);
         manifest.validate().unwrap();
+        assert_eq!(manifest.gz_ranges()[2], Some((10, 15)));
         manifest.gz_length = Some(14);
         assert!(manifest.validate().is_err(), "past the end");
         manifest.gz_length = Some(100);

@@ -11,7 +11,7 @@
 //!   `FH`) that stands for its bytes, which fw-unpack links from that
 //!   version and never reads.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::Receiver;
@@ -55,14 +55,16 @@ impl<W: Write> Synth<W> {
 }
 
 /// Writes the stream to `out`: `region` (the manifest's members), then
-/// every entry of `manifest`. The files of `fetched` (manifest indices)
-/// are taken from `data` as `ready` announces them, in manifest order;
-/// every other file with data is omitted.
+/// every entry of `manifest`. The files of `carried` (manifest index ->
+/// the index of the fetched file with its content: itself, or an earlier
+/// file of the same content) are taken from `data` as `ready` announces
+/// the fetched ones, in manifest order; every other file with data is
+/// omitted.
 pub fn emit<W: Write>(
     out: W,
     region: &[u8],
     manifest: &Manifest,
-    fetched: &HashSet<usize>,
+    carried: &HashMap<usize, usize>,
     ready: Receiver<Ready>,
     mut data: File,
 ) -> Result<W> {
@@ -73,6 +75,8 @@ pub fn emit<W: Write>(
     synth.out.write_all(region).map_err(out_error)?;
     let zeros = [0u8; archive::BLOCK as usize];
     let mut buf = vec![0u8; 256 << 10];
+    // The fetched files, for later files of the same content.
+    let mut seen: HashMap<usize, Ready> = HashMap::new();
     for (index, entry) in manifest.entries.iter().enumerate() {
         let header = archive::header_bytes(&manifest.name, entry)
             .map_err(|e| Error::invalid(format!("{}: cannot be a tar entry: {e}", entry.path)))?;
@@ -85,16 +89,24 @@ pub fn emit<W: Write>(
         }
         let size = entry.size.unwrap_or(0);
         synth.flush_tar()?;
-        if fetched.contains(&index) {
-            let Ok(file) = ready.recv() else {
-                // The fetch failed; it reports why.
-                return Err(Error::failed("the fetch stopped"));
+        if let Some(&from) = carried.get(&index) {
+            let file = if from == index {
+                let Ok(file) = ready.recv() else {
+                    // The fetch failed; it reports why.
+                    return Err(Error::failed("the fetch stopped"));
+                };
+                if file.index != index {
+                    return Err(Error::failed(
+                        "fw-fetch fetched the files out of order (a bug)",
+                    ));
+                }
+                seen.insert(index, file);
+                file
+            } else {
+                *seen.get(&from).ok_or_else(|| {
+                    Error::failed("fw-fetch fetched the files out of order (a bug)")
+                })?
             };
-            if file.index != index {
-                return Err(Error::failed(
-                    "fw-fetch fetched the files out of order (a bug)",
-                ));
-            }
             data.seek(SeekFrom::Start(file.at))
                 .map_err(|e| Error::io("the fetch cache's data file", e))?;
             let mut left = file.len;

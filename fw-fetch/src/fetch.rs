@@ -16,7 +16,7 @@
 //! header against it and every file's BLAKE3: what gets installed is
 //! proven against the signed manifest, never taken from the server's word.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -262,34 +262,58 @@ fn fetch_head(
     }
 }
 
-/// The files no installed version holds, and the ranges that hold them.
-fn plan(
-    head: &Head,
-    base: u64,
-    layout: &Layout,
-    shared: &SharedFiles,
-) -> Result<(Vec<Need>, usize)> {
-    let mut needs = Vec::new();
-    let mut held = 0;
-    for (index, entry) in head.manifest.entries.iter().enumerate() {
-        let Some([offset, len]) = entry.gz else {
-            continue;
+/// What the device lacks: the files no installed version holds, each
+/// content once (a later file of the same content is emitted from the
+/// first one's bytes); and how many files it holds.
+struct Lack {
+    needs: Vec<Need>,
+    /// Later files whose content is a need's: index -> that need's index.
+    same: HashMap<usize, usize>,
+    held: usize,
+}
+
+impl Lack {
+    fn of(manifest: &Manifest, base: u64, shared: &SharedFiles) -> Lack {
+        let mut lack = Lack {
+            needs: Vec::new(),
+            same: HashMap::new(),
+            held: 0,
         };
-        if shared.find(entry).is_some() {
-            held += 1;
-            continue;
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (index, (entry, range)) in manifest.entries.iter().zip(manifest.gz_ranges()).enumerate() {
+            let Some((start, end)) = range else {
+                continue;
+            };
+            if shared.find(entry).is_some() {
+                lack.held += 1;
+                continue;
+            }
+            let content = entry.blake3.as_deref().unwrap_or_default();
+            if let Some(&earlier) = first.get(content) {
+                lack.same.insert(index, earlier);
+                continue;
+            }
+            first.insert(content, index);
+            lack.needs.push(Need {
+                index,
+                from: base + start,
+                to: base + end,
+            });
         }
-        needs.push(Need {
-            index,
-            from: base + offset,
-            to: base + offset + len,
-        });
+        lack
     }
-    // Every range must be where the layout can find it.
-    for need in &needs {
-        layout.span(need.from, need.to)?;
+
+    /// Every file the stream carries (not omitted): index -> the index
+    /// whose fetched bytes it is.
+    fn carried(&self) -> HashMap<usize, usize> {
+        let mut carried: HashMap<usize, usize> = self.needs.iter().map(|n| (n.index, n.index)).collect();
+        carried.extend(self.same.iter().map(|(&i, &first)| (i, first)));
+        carried
     }
-    Ok((needs, held))
+
+    fn bytes(&self) -> u64 {
+        self.needs.iter().map(|n| n.to - n.from).sum()
+    }
 }
 
 fn spans(needs: &[Need], layout: &Layout) -> Result<Vec<Span>> {
@@ -432,19 +456,25 @@ fn delta<W: Write + Send + 'static>(
     out: W,
 ) -> Result<(usize, usize, u64)> {
     let manifest = &head.manifest;
-    let (needs, held) = plan(head, base, layout, shared)?;
-    let total: u64 = needs.iter().map(|n| n.to - n.from).sum();
+    let lack = Lack::of(manifest, base, shared);
+    // Every range must be where the layout can find it.
+    for need in &lack.needs {
+        layout.span(need.from, need.to)?;
+    }
+    let (needs, held, total) = (&lack.needs, lack.held, lack.bytes());
     check_space(cache, total)?;
     detail!(
-        "{} of {} files to fetch ({total} bytes); {held} held by installed versions",
+        "{} of {} files to fetch ({total} bytes, {} more of the same content); {held} held \
+         by installed versions",
         needs.len(),
-        needs.len() + held
+        needs.len() + lack.same.len() + held,
+        lack.same.len()
     );
-    let fetched: HashSet<usize> = needs.iter().map(|n| n.index).collect();
+    let fetched = lack.carried();
 
     // What an earlier attempt kept.
     let mut data = cache.data()?;
-    let (kept, partial) = resume(&mut data, manifest, &needs)?;
+    let (kept, partial) = resume(&mut data, manifest, needs)?;
     if !kept.is_empty() || partial.is_some() {
         detail!("{} files kept from an earlier attempt", kept.len());
     }
@@ -479,7 +509,7 @@ fn delta<W: Write + Send + 'static>(
         (_, Err(e)) if e.code == fw_core::ExitCode::BrokenPipe => Err(e),
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(_)) => Ok((needs.len(), held, total)),
+        (Ok(()), Ok(_)) => Ok((needs.len() + lack.same.len(), held, total)),
     }
 }
 
@@ -636,27 +666,12 @@ fn whole_package<W: Write + Send + 'static>(
             })?;
         return Ok(summary(&head, client, Way::PassThrough, 0, 0, 0));
     };
-    let mut needs = Vec::new();
-    let mut held = 0;
-    for (index, entry) in head.manifest.entries.iter().enumerate() {
-        let Some([offset, len]) = entry.gz else {
-            continue;
-        };
-        if shared.find(entry).is_some() {
-            held += 1;
-        } else {
-            needs.push(Need {
-                index,
-                from: base + offset,
-                to: base + offset + len,
-            });
-        }
-    }
-    let total: u64 = needs.iter().map(|n| n.to - n.from).sum();
+    let lack = Lack::of(&head.manifest, base, shared);
+    let (needs, held, total) = (&lack.needs, lack.held, lack.bytes());
     check_space(cache, total)?;
     let mut data = cache.data()?;
     cache::truncate(&mut data, 0)?;
-    let fetched: HashSet<usize> = needs.iter().map(|n| n.index).collect();
+    let fetched = lack.carried();
     let (tx, rx) = mpsc::sync_channel::<Ready>(needs.len().max(1));
     let emitter = {
         let region = head.region.clone();
@@ -667,7 +682,7 @@ fn whole_package<W: Write + Send + 'static>(
     let reading = (|| -> Result<()> {
         let mut pos = base;
         let mut at = 0u64;
-        for need in &needs {
+        for need in needs {
             skip(&mut rest, need.from - pos)?;
             let mut check = FileCheck::new(&head.manifest.entries[need.index]);
             copy_file(&mut rest, need.to - need.from, &mut data, &mut check)?;

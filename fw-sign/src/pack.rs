@@ -435,12 +435,16 @@ fn write_tree(
         total += *len as u64;
     }
     offsets.push(total);
+    // Relative to the end of the previous file's members (see Entry::gz).
+    let mut previous_end = 0u64;
     let ranges = cuts
         .into_iter()
         .map(|cut| {
             cut.map(|(first, end)| {
                 let (start, stop) = (offsets[first as usize], offsets[end as usize]);
-                [start, stop - start]
+                let gap = start - previous_end;
+                previous_end = stop;
+                [gap, stop - start]
             })
         })
         .collect();
