@@ -79,6 +79,15 @@ pub fn fw_file_bytes(name: &str, path: &str, data: &[u8], created: u64) -> Vec<u
     .expect("a valid firmware name and an fw path make a tar entry")
 }
 
+/// The header(s) of one of fw's own files, without its data.
+pub fn fw_file_header(name: &str, path: &str, size: u64, created: u64) -> Vec<u8> {
+    tar_bytes(|tar| {
+        let mut header = header(tar::EntryType::Regular, 0o644, 0, 0, created, size);
+        tar.append_data(&mut header, format!("{name}/{path}"), io::empty())
+    })
+    .expect("a valid firmware name and an fw path make a tar entry")
+}
+
 /// The header(s) of a tree entry: a regular file's header says its size,
 /// and its data and [`padding`] are the caller's to write.
 pub fn header_bytes(name: &str, entry: &Entry) -> io::Result<Vec<u8>> {

@@ -234,6 +234,48 @@ impl Manifest {
     }
 }
 
+/// Lines per chunk of a manifest's JSON, on average (see [`json_chunks`]).
+pub const CHUNK_LINES: u64 = 32;
+/// The most bytes in one chunk.
+pub const MAX_CHUNK: usize = 256 << 10;
+
+/// Cuts a manifest's JSON into chunks of whole lines, where the content
+/// says: after the first line (the fields that change with every
+/// version), after a line whose BLAKE3's first 8 bytes (little-endian) are
+/// a multiple of [`CHUNK_LINES`], before a chunk would pass [`MAX_CHUNK`],
+/// and at the end. An entry whose line did not change from one version to
+/// the next (`gz` is relative for that) lies in the same chunks in both
+/// manifests, wherever the changes are: fw-sign gives each chunk gzip
+/// members of its own, and a delta fetches only the chunks that no
+/// installed version's manifest has.
+pub fn json_chunks(json: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut at) = (0usize, 0usize);
+    let mut first = true;
+    while at < json.len() {
+        let end = json[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(json.len(), |i| at + i + 1);
+        if end - start > MAX_CHUNK && at > start {
+            chunks.push(start..at);
+            start = at;
+        }
+        let hash = blake3::hash(&json[at..end]);
+        let value = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+        if first || value % CHUNK_LINES == 0 {
+            chunks.push(start..end);
+            start = end;
+        }
+        first = false;
+        at = end;
+    }
+    if start < json.len() {
+        chunks.push(start..json.len());
+    }
+    chunks
+}
+
 /// Sort order of manifest and tar entries: by path bytes, but comparing
 /// component by component, so that a directory's entries follow it
 /// directly (`a/b` before `a.txt`).
@@ -445,6 +487,39 @@ mod tests {
         Manifest::from_json(&old.to_json()).unwrap();
         old.format = FORMAT + 1;
         assert!(Manifest::from_json(&old.to_json()).is_err());
+    }
+
+    #[test]
+    fn json_chunks_cover_the_manifest_and_survive_changes_elsewhere() {
+        let mut manifest = sample();
+        for i in 0..400 {
+            let mut e = manifest.entries[2].clone();
+            e.path = format!("bin/f{i:04}");
+            manifest.entries.push(e);
+        }
+        manifest.entries.sort_by(|a, b| path_order(&a.path, &b.path));
+        let json = manifest.to_json();
+        let chunks = json_chunks(&json);
+        assert!(chunks.len() > 5, "{} chunks", chunks.len());
+        assert_eq!(chunks[0].end, json.iter().position(|&b| b == b'\n').unwrap() + 1);
+        let mut at = 0;
+        for c in &chunks {
+            assert_eq!(c.start, at);
+            assert!(json[c.end - 1] == b'\n' || c.end == json.len());
+            at = c.end;
+        }
+        assert_eq!(at, json.len());
+        // A new version: another version string, one entry changed. Every
+        // chunk but the first line's and the changed one's is the same.
+        let mut next = manifest.clone();
+        next.version = "2.0".into();
+        next.entries[300].size = Some(4);
+        let json2 = next.to_json();
+        let set = |j: &[u8]| -> std::collections::HashSet<Vec<u8>> {
+            json_chunks(j).into_iter().map(|r| j[r].to_vec()).collect()
+        };
+        let (old, new) = (set(&json), set(&json2));
+        assert_eq!(new.difference(&old).count(), 2);
     }
 
     #[test]

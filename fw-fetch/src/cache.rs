@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! lock        flock: one fetch per target (a second one exits 6)
-//! state.json  the URL, the package's size and ETag, the head's length
-//! head        the package's first bytes (its manifest)
+//! state.json  the URL, the package's size and ETag, the head's lengths
+//! head        the package's first bytes (the packets before the tar.gz,
+//!             its first member)
+//! region      the manifest's members (fetched, or from installed manifests)
 //! data        the fetched members of the files to install, in manifest
 //!             order, each proven against the manifest before it is kept
 //! ```
@@ -30,6 +32,7 @@ pub struct State {
     pub size: u64,
     pub etag: Option<String>,
     pub head: u64,
+    pub region: u64,
 }
 
 pub struct Cache {
@@ -84,8 +87,8 @@ impl Cache {
         self.dir.join(name)
     }
 
-    /// What an earlier attempt at `url` left: its state and head.
-    pub fn resume(&self, url: &str) -> Option<(State, Vec<u8>)> {
+    /// What an earlier attempt at `url` left: its state, head and region.
+    pub fn resume(&self, url: &str) -> Option<(State, Vec<u8>, Vec<u8>)> {
         let mut text = Vec::new();
         File::open(self.path("state.json"))
             .ok()?
@@ -93,16 +96,18 @@ impl Cache {
             .read_to_end(&mut text)
             .ok()?;
         let state: State = serde_json::from_slice(&text).ok()?;
-        if state.url != url || state.head > state.size {
+        if state.url != url || state.head > state.size || state.region > 16 << 20 {
             return None;
         }
         let head = std::fs::read(self.path("head")).ok()?;
-        (head.len() as u64 == state.head).then_some((state, head))
+        let region = std::fs::read(self.path("region")).ok()?;
+        (head.len() as u64 == state.head && region.len() as u64 == state.region)
+            .then_some((state, head, region))
     }
 
     /// Removes what an attempt left (all but the lock).
     pub fn clear(&self) -> Result<()> {
-        for name in ["state.json", "state.json.tmp", "head", "data"] {
+        for name in ["state.json", "state.json.tmp", "head", "region", "data"] {
             match std::fs::remove_file(self.path(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -113,7 +118,7 @@ impl Cache {
     }
 
     /// Records the package and its head, durably, before data is fetched.
-    pub fn start(&self, state: &State, head: &[u8]) -> Result<()> {
+    pub fn start(&self, state: &State, head: &[u8], region: &[u8]) -> Result<()> {
         let write = |name: &str, bytes: &[u8]| -> Result<()> {
             let path = self.path(name);
             let mut file = File::create(&path).map_err(|e| Error::io(path.display(), e))?;
@@ -122,6 +127,7 @@ impl Cache {
                 .map_err(|e| Error::io(path.display(), e))
         };
         write("head", head)?;
+        write("region", region)?;
         let json = serde_json::to_vec(state).expect("a state serializes");
         write("state.json.tmp", &json)?;
         std::fs::rename(self.path("state.json.tmp"), self.path("state.json"))

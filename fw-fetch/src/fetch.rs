@@ -30,7 +30,7 @@ use fw_core::{detail, note, Error, Result};
 use crate::cache::{self, Cache, State};
 use crate::check::FileCheck;
 use crate::emit::{self, Ready};
-use crate::head::{self, Head, Parsed};
+use crate::head::{self, Head};
 use crate::http::{self, Client, Reply};
 use crate::layout::Layout;
 
@@ -101,38 +101,54 @@ struct Span {
     needs: Vec<Need>,
 }
 
+/// The package's head as fetched: its first bytes (the OpenPGP packets
+/// and the first gzip member) and the manifest's members.
+struct HeadBytes {
+    prefix: Vec<u8>,
+    region: Vec<u8>,
+}
+
 /// Fetches the package at `options.url` for `options.target` and writes
 /// the stream for `fw-unpack --delta` to `out`.
 pub fn fetch<W: Write + Send + 'static>(options: &Options, out: W) -> Result<Summary> {
     let cache = Cache::open(&options.target)?;
     let shared = SharedFiles::of_target(&options.target);
     let mut client = Client::new(&options.url, options.stall);
-    let resumed = cache.resume(&options.url);
-    let head_bytes = match resumed {
-        Some((state, head)) => {
+    let bytes = match cache.resume(&options.url) {
+        Some((state, prefix, region)) => {
             detail!("resuming the fetch of {}", options.url);
             client.size = Some(state.size);
             client.etag = state.etag;
-            head
+            HeadBytes { prefix, region }
         }
         None => {
             cache.clear()?;
-            match fetch_head(&mut client, &options.keyring)? {
-                Ok(bytes) => bytes,
-                Err(whole) => {
+            let known = head::Known::of_target(&options.target);
+            match fetch_head(&mut client, &options.keyring, &known)? {
+                Fetched::Head(bytes) => bytes,
+                Fetched::Whole(whole) => {
                     note!(
                         "{} does not answer Range requests: reading the whole package",
                         options.url
                     );
                     return whole_package(options, &cache, &shared, &mut client, whole, out);
                 }
+                Fetched::NoOffsets(prefix) => {
+                    note!(
+                        "{}: the package has no member offsets (made by an older fw-sign): \
+                         reading the rest of it whole",
+                        options.url
+                    );
+                    return pass_through(options, &mut client, prefix, out);
+                }
             }
         }
     };
-    let (head, _) = match head::parse(io::Cursor::new(&head_bytes[..]), &options.keyring, None)? {
-        Parsed::Head(head, rest) => (head, rest),
-        Parsed::More(_) => unreachable!("no prefix length given"),
+    let first = match head::first(&bytes.prefix, &options.keyring)? {
+        head::Step::Done(first) => first,
+        head::Step::More(_) => return Err(Error::failed("the kept head is cut short (a bug)")),
     };
+    let head = head::verify(first.framing, bytes.region.clone(), &options.keyring)?;
     detail!(
         "{} {}: manifest signed by {}",
         head.manifest.name,
@@ -140,31 +156,32 @@ pub fn fetch<W: Write + Send + 'static>(options: &Options, out: W) -> Result<Sum
         head.signer
     );
     let size = client.size.expect("known after the head");
-    let layout = delta_layout(&head);
-    let Some((base, layout)) = layout else {
+    let Some((base, layout)) = delta_layout(&head) else {
         note!(
-            "{}: the package has no member offsets (made by an older fw-sign): reading the rest \
-             of it whole",
+            "{}: the package's framing is not fw-sign's or it lacks member offsets: reading \
+             the rest of it whole",
             options.url
         );
         cache.clear()?;
-        return pass_through(options, &mut client, head_bytes, out);
+        return pass_through(options, &mut client, bytes.prefix, out);
     };
     cache.start(
         &State {
             url: options.url.clone(),
             size,
             etag: client.etag.clone(),
-            head: head_bytes.len() as u64,
+            head: bytes.prefix.len() as u64,
+            region: bytes.region.len() as u64,
         },
-        &head_bytes,
+        &bytes.prefix,
+        &bytes.region,
     )?;
     let result = delta(
         &cache,
         &shared,
         &mut client,
         &head,
-        &head_bytes,
+        &bytes.prefix,
         base,
         &layout,
         out,
@@ -216,50 +233,189 @@ fn delta_layout(head: &Head) -> Option<(u64, Layout)> {
     Layout::new(&head.framing, data_len).map(|layout| (base, layout))
 }
 
-/// Fetches the package's first bytes until they hold the manifest's
-/// members. Err(transfer) if the server sent the whole package instead.
-fn fetch_head(
-    client: &mut Client,
-    keyring: &Keyring,
-) -> Result<std::result::Result<Vec<u8>, fw_core::http::Transfer>> {
-    let mut bytes: Vec<u8> = Vec::new();
+/// What fetching the head found.
+enum Fetched {
+    Head(HeadBytes),
+    /// The server sent the whole package to the first request.
+    Whole(fw_core::http::Transfer),
+    /// A package without the head's marks (an older fw-sign): its first
+    /// bytes fetched so far.
+    NoOffsets(Vec<u8>),
+}
+
+/// Fetches the package's first bytes until they hold its first member,
+/// then the rest of the manifest's members: only the chunks no installed
+/// manifest has, when the first member lists them.
+fn fetch_head(client: &mut Client, keyring: &Keyring, known: &head::Known) -> Result<Fetched> {
+    let mut prefix: Vec<u8> = Vec::new();
     let mut want = head::FIRST;
-    loop {
+    let first = loop {
         if let Some(size) = client.size {
             want = want.min(size);
         }
-        if want > bytes.len() as u64 {
-            let from = bytes.len() as u64;
+        if want > prefix.len() as u64 {
+            let from = prefix.len() as u64;
             match client.get(&[(from, want)])? {
-                Reply::Whole(transfer) => return Ok(Err(transfer)),
+                Reply::Whole(transfer) => return Ok(Fetched::Whole(transfer)),
                 Reply::Ranges(mut reader) => {
                     (&mut reader)
                         .take(want - from)
-                        .read_to_end(&mut bytes)
+                        .read_to_end(&mut prefix)
                         .map_err(|e| http::from_io(e, &client.url))?;
                     client.received += reader.received();
                     reader.finish()?;
                 }
             }
         }
-        let more = match head::parse(
-            io::Cursor::new(&bytes[..]),
-            keyring,
-            Some(bytes.len() as u64),
-        )? {
-            Parsed::Head(..) => None,
-            Parsed::More(n) => Some(n),
-        };
-        let Some(n) = more else {
-            return Ok(Ok(bytes));
-        };
-        if Some(bytes.len() as u64) == client.size {
-            return Err(Error::invalid(
-                "the package ends before its manifest (truncated): refusing it",
-            ));
+        match head::first(&prefix, keyring)? {
+            head::Step::Done(first) => break first,
+            head::Step::More(n) if Some(prefix.len() as u64) != client.size => want = n,
+            head::Step::More(_) => {
+                return Err(Error::invalid(
+                    "the package ends before its manifest (truncated): refusing it",
+                ))
+            }
         }
-        want = n;
+    };
+    let Some(base) = first.info.base else {
+        return Ok(Fetched::NoOffsets(prefix));
+    };
+    let layout = Layout::head(&first.framing);
+    // The chunks no installed manifest has, and the signature; or, without
+    // a chunk table, all of the manifest's members.
+    let (plan, wanted) = match head::Plan::of(&first, known) {
+        Some(plan) => {
+            let wanted = plan.wanted();
+            (Some(plan), wanted)
+        }
+        None => (None, vec![(first.info.len as u64, base)]),
+    };
+    let wanted: Vec<(u64, u64)> = wanted.into_iter().filter(|(a, b)| a < b).collect();
+    let fetched = match layout {
+        Some(layout) if wanted.iter().all(|&(a, b)| layout.span(a, b).is_ok()) => {
+            fetch_literal(client, &layout, &prefix, &wanted)?
+        }
+        // The manifest's members reach past the first chunk of the
+        // package's packets (a small package): read them as a stream.
+        _ => return fetch_head_as_stream(client, keyring, prefix),
+    };
+    let region = match plan {
+        Some(plan) => {
+            let reused = plan.chunks.iter().filter(|c| c.3.is_some()).count();
+            detail!(
+                "the manifest: {reused} of {} chunks taken from installed manifests",
+                plan.chunks.len()
+            );
+            plan.members(&first, fetched)?
+        }
+        None => [first.member.clone()]
+            .into_iter()
+            .chain(fetched)
+            .collect::<Vec<_>>()
+            .concat(),
+    };
+    Ok(Fetched::Head(HeadBytes { prefix, region }))
+}
+
+/// The head of a package whose manifest's members cannot be found at
+/// random: its first bytes fetched until the members are whole.
+fn fetch_head_as_stream(client: &mut Client, keyring: &Keyring, mut prefix: Vec<u8>) -> Result<Fetched> {
+    loop {
+        let size = client.size.expect("known after the first answer");
+        let read = head::read(io::Cursor::new(prefix.clone()), keyring).map(|(head, _)| head.region);
+        match read {
+            Ok(region) => return Ok(Fetched::Head(HeadBytes { prefix, region })),
+            Err(e) if e.message == crate::literal::TRUNCATED && (prefix.len() as u64) < size => {
+                let from = prefix.len() as u64;
+                let to = (from * 2).min(size);
+                match client.get(&[(from, to)])? {
+                    Reply::Ranges(mut reader) => {
+                        (&mut reader)
+                            .take(to - from)
+                            .read_to_end(&mut prefix)
+                            .map_err(|e| http::from_io(e, &client.url))?;
+                        client.received += reader.received();
+                        reader.finish()?;
+                    }
+                    Reply::Whole(_) => unreachable!("a whole package comes only for the first request"),
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
+}
+
+/// The tar.gz bytes of `ranges` (ascending), fetched (what `prefix`, the
+/// package's first bytes, does not hold) and taken out of the framing.
+fn fetch_literal(
+    client: &mut Client,
+    layout: &Layout,
+    prefix: &[u8],
+    ranges: &[(u64, u64)],
+) -> Result<Vec<Vec<u8>>> {
+    // The file spans, grouped where they touch (an encrypted range starts
+    // with the cipher block before it).
+    let spans: Vec<(u64, u64)> = ranges
+        .iter()
+        .map(|&(a, b)| layout.span(a, b))
+        .collect::<Result<_>>()?;
+    let mut groups: Vec<(u64, u64)> = Vec::new();
+    for &(a, b) in &spans {
+        match groups.last_mut() {
+            Some(last) if a <= last.1.saturating_add(GAP) => last.1 = last.1.max(b),
+            _ => groups.push((a, b)),
+        }
+    }
+    // Each group's bytes: from the prefix, then from the server.
+    let have = prefix.len() as u64;
+    let asked: Vec<(u64, u64)> = groups
+        .iter()
+        .filter(|g| g.1 > have)
+        .map(|&(a, b)| (a.max(have), b))
+        .collect();
+    let mut bytes: Vec<Vec<u8>> = groups
+        .iter()
+        .map(|&(a, b)| prefix[a.min(have) as usize..b.min(have) as usize].to_vec())
+        .collect();
+    let mut next = groups.iter().position(|g| g.1 > have).unwrap_or(groups.len());
+    let mut left = &asked[..];
+    while !left.is_empty() {
+        let mut reader = match client.get(left)? {
+            Reply::Ranges(reader) => reader,
+            Reply::Whole(_) => unreachable!("a whole package comes only for the first request"),
+        };
+        let served = reader.served();
+        for &(a, b) in &left[..served] {
+            (&mut reader)
+                .take(b - a)
+                .read_to_end(&mut bytes[next])
+                .map_err(|e| http::from_io(e, &client.url))?;
+            next += 1;
+        }
+        client.received += reader.received();
+        reader.finish()?;
+        left = &left[served..];
+    }
+    // Each range out of its group.
+    let mut out = Vec::with_capacity(ranges.len());
+    for (&(a, b), &(sa, sb)) in ranges.iter().zip(&spans) {
+        let g = groups
+            .iter()
+            .position(|g| g.0 <= sa && sb <= g.1)
+            .expect("every span is in its group");
+        let group = &bytes[g];
+        if (group.len() as u64) < sb - groups[g].0 {
+            return Err(Error::invalid(crate::literal::TRUNCATED));
+        }
+        let span = &group[(sa - groups[g].0) as usize..(sb - groups[g].0) as usize];
+        let mut literal = Vec::with_capacity((b - a) as usize);
+        layout
+            .reader(a, b, io::Cursor::new(span))?
+            .read_to_end(&mut literal)
+            .map_err(|e| http::from_io(e, "the package"))?;
+        out.push(literal);
+    }
+    Ok(out)
 }
 
 /// What the device lacks: the files no installed version holds, each
@@ -652,10 +808,7 @@ fn whole_package<W: Write + Send + 'static>(
     transfer: fw_core::http::Transfer,
     mut out: W,
 ) -> Result<Summary> {
-    let (head, mut rest) = match head::parse(sync(transfer), &options.keyring, None)? {
-        Parsed::Head(head, rest) => (head, rest),
-        Parsed::More(_) => unreachable!("no prefix length given"),
-    };
+    let (head, mut rest) = head::read(sync(transfer), &options.keyring)?;
     let Some(base) = head.base.filter(|_| offsets_complete(&head)) else {
         out.write_all(&head.region)
             .and_then(|()| io::copy(&mut rest, &mut out).map(drop))
@@ -757,15 +910,16 @@ fn summary(
 }
 
 /// A package without offsets, from a server that does Range requests:
-/// its head as fetched, then the rest of it in one request, passed on.
+/// its first bytes as fetched, then the rest of it in one request, passed
+/// on.
 fn pass_through<W: Write>(
     options: &Options,
     client: &mut Client,
-    head_bytes: Vec<u8>,
+    prefix: Vec<u8>,
     mut out: W,
 ) -> Result<Summary> {
     let size = client.size.expect("known after the head");
-    let from = head_bytes.len() as u64;
+    let from = prefix.len() as u64;
     let rest: Box<dyn Read + Send> = if from < size {
         match client.get(&[(from, size)])? {
             Reply::Ranges(reader) => Box::new(reader),
@@ -774,13 +928,9 @@ fn pass_through<W: Write>(
     } else {
         Box::new(io::empty())
     };
-    let input = sync(io::Cursor::new(head_bytes).chain(rest));
-    let (head, mut rest) = match head::parse(input, &options.keyring, None)? {
-        Parsed::Head(head, rest) => (head, rest),
-        Parsed::More(_) => unreachable!("no prefix length given"),
-    };
-    out.write_all(&head.region)
-        .map_err(|e| Error::io("stdout", e))?;
+    let input = sync(io::Cursor::new(prefix).chain(rest));
+    let (head, mut rest) = head::read(input, &options.keyring)?;
+    out.write_all(&head.region).map_err(|e| Error::io("stdout", e))?;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match rest.read(&mut buf) {
@@ -789,8 +939,7 @@ fn pass_through<W: Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(e)),
         };
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io("stdout", e))?;
+        out.write_all(&buf[..n]).map_err(|e| Error::io("stdout", e))?;
     }
     out.flush().map_err(|e| Error::io("stdout", e))?;
     Ok(summary(&head, client, Way::PassThrough, 0, 0, 0))

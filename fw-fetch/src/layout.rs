@@ -24,7 +24,7 @@ pub struct Layout {
     /// Offset of the literal packet's first length header: in the file,
     /// or in the CFB plaintext.
     literal_start: u64,
-    literal: Body,
+    literal: Layer,
     cipher: Option<CipherLayout>,
 }
 
@@ -33,7 +33,43 @@ struct CipherLayout {
     key: SessionKey,
     block: u64,
     seipd_start: u64,
-    seipd: Body,
+    seipd: Layer,
+}
+
+/// How a packet body's bytes lie after its first length header.
+#[derive(Clone, Copy)]
+enum Layer {
+    /// fw-sign's chunks of a body whose lead is known.
+    Chunked(Body),
+    /// One definite-length body, behind a header of `header` bytes.
+    Definite { header: u64, len: u64 },
+}
+
+impl Layer {
+    /// Where body bytes `[from, to)` lie: runs of (offset from the first
+    /// length header, length).
+    fn runs(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
+        match *self {
+            Layer::Chunked(body) => body.runs(from, to, 0).map_err(layout_error),
+            Layer::Definite { header, len } if from <= to && to <= len => {
+                Ok(vec![(header + from, to - from)])
+            }
+            Layer::Definite { .. } => Err(layout_error(io::ErrorKind::InvalidInput.into())),
+        }
+    }
+
+    /// What is known of a body from its first length header alone: a
+    /// partial chunk's bytes, or a definite body.
+    fn first(len: Len) -> Option<Layer> {
+        match len {
+            Len::Partial(n) => Some(Layer::Chunked(Body { lead: n })),
+            Len::Definite(n) => Some(Layer::Definite {
+                header: framing::definite_len(n).ok()?.len() as u64,
+                len: n,
+            }),
+            Len::Indeterminate => None,
+        }
+    }
 }
 
 /// The first length header of a body chunked as `body`, when it is known
@@ -55,9 +91,12 @@ impl Layout {
         let literal = Body {
             lead: framing::LITERAL_HEADER_LEN.checked_add(data_len)?,
         };
-        let literal_first = match first_len(literal) {
-            Some(len) => len,
-            None => Len::Definite(literal.lead),
+        let (literal_first, literal_layer) = match first_len(literal) {
+            Some(len) => (len, Layer::Chunked(literal)),
+            None => (
+                Len::Definite(literal.lead),
+                Layer::first(Len::Definite(literal.lead))?,
+            ),
         };
         if framing.literal_first != literal_first {
             return None;
@@ -79,13 +118,36 @@ impl Layout {
                     key: c.key.clone(),
                     block: c.algo.block_size().ok()? as u64,
                     seipd_start: c.seipd_start,
-                    seipd,
+                    seipd: Layer::Chunked(seipd),
                 })
             }
         };
         Some(Layout {
             literal_start: framing.literal_start,
-            literal,
+            literal: literal_layer,
+            cipher,
+        })
+    }
+
+    /// The layout of the package's first bytes, before its manifest says
+    /// how long the tar.gz is: valid for bytes within the first chunk of
+    /// each packet (where the manifest's members are, in a package of any
+    /// size; in a small one they may not be, and the head is read as a
+    /// stream).
+    pub fn head(framing: &Framing) -> Option<Layout> {
+        let cipher = match &framing.cipher {
+            None => None,
+            Some(c) => Some(CipherLayout {
+                algo: c.algo,
+                key: c.key.clone(),
+                block: c.algo.block_size().ok()? as u64,
+                seipd_start: c.seipd_start,
+                seipd: Layer::first(c.seipd_first)?,
+            }),
+        };
+        Some(Layout {
+            literal_start: framing.literal_start,
+            literal: Layer::first(framing.literal_first)?,
             cipher,
         })
     }
@@ -94,7 +156,7 @@ impl Layout {
     /// `[from, to)`, as offsets from the packet's first length header.
     fn literal_runs(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
         let h = framing::LITERAL_HEADER_LEN;
-        self.literal.runs(h + from, h + to, 0).map_err(layout_error)
+        self.literal.runs(h + from, h + to)
     }
 
     /// The span of the file that holds tar.gz bytes `[from, to)`.
@@ -124,10 +186,7 @@ impl Layout {
         let block_start = pstart / c.block * c.block;
         let from_cipher = block_start.saturating_sub(c.block);
         // Ciphertext offset c is SEIPD body byte 1 + c (the version byte).
-        let seipd_runs = c
-            .seipd
-            .runs(1 + from_cipher, 1 + pend, 0)
-            .map_err(layout_error)?;
+        let seipd_runs = c.seipd.runs(1 + from_cipher, 1 + pend)?;
         let (sf, sl) = (seipd_runs[0], seipd_runs[seipd_runs.len() - 1]);
         Ok(Plan {
             span: (c.seipd_start + sf.0, c.seipd_start + sl.0 + sl.1),

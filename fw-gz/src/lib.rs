@@ -25,6 +25,11 @@
 //!   only: the length of the members that hold the manifest and its
 //!   signature, i.e. where the tree's members begin, so that a device can
 //!   fetch exactly the package's head.
+//! - `F` `C`, in the first member only: the manifest's chunks (see
+//!   fw-core's `manifest::json_chunks`), whose members follow the first
+//!   one: a count (u32), then per chunk its members' length and its length
+//!   (u32 each) and the first 16 bytes of its BLAKE3, so that a device
+//!   fetches only the chunks its installed manifests do not have.
 //! - `F` `H` (8 bytes, "held"): an *omitted* member, written by fw-fetch in place
 //!   of a file's data that the device already holds. It is empty and
 //!   stands for that many bytes, which may be skipped (fw-unpack links the
@@ -58,6 +63,7 @@ pub const MAX_MEMBER: usize = 4 << 20;
 /// package's first member), an omitted member's size.
 const SUBFIELD: [u8; 2] = *b"FW";
 const BASE: [u8; 2] = *b"FB";
+const CHUNKS: [u8; 2] = *b"FC";
 const OMITTED: [u8; 2] = *b"FH";
 /// Header of a member written here: magic, deflate, FEXTRA, mtime 0,
 /// XFL 0, OS 255 (unknown), XLEN 8, then the subfield: `F` `W`, length 4,
@@ -165,6 +171,59 @@ pub struct MemberInfo {
     pub base: Option<u64>,
     /// `FH`: the size an omitted member stands for.
     pub omitted: Option<u64>,
+    /// `FC`: where the manifest's chunk table is in the header's bytes
+    /// (start, end).
+    pub chunks: Option<(usize, usize)>,
+}
+
+/// A manifest chunk, as the `FC` subfield lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Length of its gzip members.
+    pub members: u32,
+    /// Its length.
+    pub len: u32,
+    /// The first 16 bytes of its BLAKE3.
+    pub hash: [u8; 16],
+}
+
+impl Chunk {
+    const ENCODED: usize = 24;
+
+    /// The `FC` payload of `chunks`; None if it would not fit a gzip
+    /// extra field.
+    pub fn encode(chunks: &[Chunk]) -> Option<Vec<u8>> {
+        let len = 4 + chunks.len() * Self::ENCODED;
+        if len > u16::MAX as usize - 64 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+        for c in chunks {
+            out.extend_from_slice(&c.members.to_le_bytes());
+            out.extend_from_slice(&c.len.to_le_bytes());
+            out.extend_from_slice(&c.hash);
+        }
+        Some(out)
+    }
+
+    /// The chunks an `FC` payload lists; None if it is malformed.
+    pub fn decode(payload: &[u8]) -> Option<Vec<Chunk>> {
+        let count = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+        let rest = &payload[4..];
+        if rest.len() != count.checked_mul(Self::ENCODED)? {
+            return None;
+        }
+        Some(
+            rest.chunks(Self::ENCODED)
+                .map(|c| Chunk {
+                    members: u32::from_le_bytes(c[..4].try_into().expect("4 bytes")),
+                    len: u32::from_le_bytes(c[4..8].try_into().expect("4 bytes")),
+                    hash: c[8..].try_into().expect("16 bytes"),
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Parses the header of the fw member that `bytes` starts with. `None` if
@@ -176,9 +235,10 @@ pub fn member_info(bytes: &[u8]) -> Option<MemberInfo> {
     }
     let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
     let extra = bytes.get(12..12 + xlen)?;
-    let (mut len, mut base, mut omitted) = (None, None, None);
-    let mut rest = extra;
-    while rest.len() >= 4 {
+    let (mut len, mut base, mut omitted, mut chunks) = (None, None, None, None);
+    let mut at = 0;
+    while extra.len() >= at + 4 {
+        let rest = &extra[at..];
         let field_len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
         let Some(value) = rest.get(4..4 + field_len) else {
             break;
@@ -187,38 +247,47 @@ pub fn member_info(bytes: &[u8]) -> Option<MemberInfo> {
             (&SUBFIELD, 4) => len = Some(u32::from_le_bytes(value.try_into().ok()?) as usize),
             (&BASE, 8) => base = Some(u64::from_le_bytes(value.try_into().ok()?)),
             (&OMITTED, 8) => omitted = Some(u64::from_le_bytes(value.try_into().ok()?)),
+            (&CHUNKS, _) => chunks = Some((12 + at + 4, 12 + at + 4 + field_len)),
             _ => {}
         }
-        rest = &rest[4 + field_len..];
+        at += 4 + field_len;
     }
     Some(MemberInfo {
         header_len: 12 + xlen,
         len: len?,
         base,
         omitted,
+        chunks,
     })
 }
 
 /// Marks the first of `members` (written by this crate: a [`GzWriter`]'s
-/// output) with the `FB` subfield: the length of all of them, which grows
-/// by the subfield's own 12 bytes. fw-sign marks the members of the
-/// manifest and its signature so.
-pub fn mark_base(members: &[u8]) -> Vec<u8> {
+/// output) with the `FB` subfield (the length of all of them, which grows
+/// by what is added here) and, with `chunks` (an `FC` payload from
+/// [`Chunk::encode`]), the manifest's chunk table. fw-sign marks the
+/// members of the manifest and its signature so.
+pub fn mark_head(members: &[u8], chunks: Option<&[u8]>) -> Vec<u8> {
     let first = member_info(members).expect("a member written by GzWriter");
     assert_eq!(
         first.header_len, HEADER_LEN,
         "an unmarked member of this crate"
     );
-    let total = members.len() as u64 + 12;
-    let mut out = Vec::with_capacity(members.len() + 12);
+    let added = 12 + chunks.map_or(0, |c| 4 + c.len());
+    let total = (members.len() + added) as u64;
+    let mut out = Vec::with_capacity(members.len() + added);
     out.extend_from_slice(&members[..10]);
-    out.extend_from_slice(&(8u16 + 12).to_le_bytes());
+    out.extend_from_slice(&((8 + added) as u16).to_le_bytes());
     out.extend_from_slice(&SUBFIELD);
     out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&(first.len as u32 + 12).to_le_bytes());
+    out.extend_from_slice(&((first.len + added) as u32).to_le_bytes());
     out.extend_from_slice(&BASE);
     out.extend_from_slice(&8u16.to_le_bytes());
     out.extend_from_slice(&total.to_le_bytes());
+    if let Some(chunks) = chunks {
+        out.extend_from_slice(&CHUNKS);
+        out.extend_from_slice(&(chunks.len() as u16).to_le_bytes());
+        out.extend_from_slice(chunks);
+    }
     out.extend_from_slice(&members[HEADER_LEN..]);
     out
 }

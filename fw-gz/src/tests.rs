@@ -293,9 +293,20 @@ fn cut_ends_a_member_and_the_lengths_are_reported() {
 #[test]
 fn the_base_mark_says_where_the_marked_members_end() {
     let data = sample(BLOCK + 100);
-    let region = mark_base(&pack(&data, 2));
+    let chunks = [Chunk {
+        members: 7,
+        len: 9,
+        hash: [3; 16],
+    }; 5];
+    let table = Chunk::encode(&chunks).unwrap();
+    let region = mark_head(&pack(&data, 2), Some(&table));
     let info = member_info(&region).unwrap();
     assert_eq!(info.base, Some(region.len() as u64));
+    let (from, to) = info.chunks.unwrap();
+    let listed = Chunk::decode(&region[from..to]).unwrap();
+    assert_eq!(listed, chunks);
+    assert!(Chunk::decode(&table[..table.len() - 1]).is_none());
+    assert!(Chunk::encode(&[chunks[0]; 3000]).is_none(), "too many for an extra field");
     assert_eq!(members(&region)[0].len(), info.len);
     let rest = pack(b"the tree", 1);
     let stream = [region.clone(), rest].concat();

@@ -455,20 +455,40 @@ fn write_tree(
     })
 }
 
-/// The members that open the tar.gz: the manifest and its signature, the
-/// first member marked with where the tree's members begin (fw-gz `FB`).
-fn head_members(name: &str, manifest: &[u8], signature: &[u8], created: u64) -> Result<Vec<u8>> {
-    let mut tar = archive::fw_file_bytes(name, MANIFEST_PATH, manifest, created);
-    tar.extend(archive::fw_file_bytes(
-        name,
-        SIGNATURE_PATH,
-        signature,
-        created,
-    ));
-    let mut gz = fw_gz::GzWriter::new(Vec::new(), Compression::new(6));
-    gz.write_all(&tar).map_err(write_error)?;
-    let members = gz.finish().map_err(write_error)?;
-    Ok(fw_gz::mark_base(&members))
+/// The members that open the tar.gz: the manifest's tar header, then each
+/// chunk of the manifest (fw-core's `manifest::json_chunks`) in a member
+/// of its own, then its padding and the signature's entry; the first
+/// member marked with where the tree's members begin (fw-gz `FB`) and the
+/// chunks' table (`FC`), so that a delta fetches only the chunks that no
+/// installed manifest has. Compressed at gzip's best: they are small, and
+/// every delta downloads some of them.
+fn head_members(name: &str, manifest: &[u8], signature: &[u8], created: u64) -> Vec<u8> {
+    let level = Compression::best();
+    let members = |bytes: &[u8]| -> Vec<u8> {
+        bytes
+            .chunks(fw_gz::BLOCK)
+            .flat_map(|block| fw_gz::compress_member(block, level))
+            .collect()
+    };
+    let header = archive::fw_file_header(name, MANIFEST_PATH, manifest.len() as u64, created);
+    let mut out = members(&header);
+    let mut table = Vec::new();
+    for range in manifest::json_chunks(manifest) {
+        let chunk = &manifest[range];
+        let compressed = members(chunk);
+        table.push(fw_gz::Chunk {
+            members: compressed.len() as u32,
+            len: chunk.len() as u32,
+            hash: blake3::hash(chunk).as_bytes()[..16]
+                .try_into()
+                .expect("16 bytes"),
+        });
+        out.extend(compressed);
+    }
+    let mut tail = vec![0u8; archive::padding(manifest.len() as u64)];
+    tail.extend(archive::fw_file_bytes(name, SIGNATURE_PATH, signature, created));
+    out.extend(members(&tail));
+    fw_gz::mark_head(&out, fw_gz::Chunk::encode(&table).as_deref())
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -553,7 +573,7 @@ pub fn pack_with_progress<W: Write>(
         entries.len(),
         content_bytes
     );
-    let head = head_members(&name, &manifest_json, &signature, created)?;
+    let head = head_members(&name, &manifest_json, &signature, created);
     message::write(
         out,
         &head,
