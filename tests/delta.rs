@@ -544,3 +544,98 @@ fn fw_update_installs_by_delta_when_a_version_is_installed_and_whole_with_full()
         }
     }
 }
+
+#[test]
+fn a_delta_fetches_only_the_manifest_chunks_no_installed_manifest_has() {
+    let tmp = TempDir::new().unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"));
+    let target = tmp.path().join("target");
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::create_dir_all(&www).unwrap();
+    // 600 files, so the manifest has many chunks; v2 changes one file and
+    // adds one.
+    for v in [1u64, 2] {
+        let root = tmp.path().join(format!("v{v}/fw"));
+        for i in 0..600u64 {
+            let dir = root.join(format!("d{}", i / 50));
+            std::fs::create_dir_all(&dir).unwrap();
+            let content = if v == 2 && i == 300 {
+                noise(100, 99)
+            } else {
+                noise(100, i)
+            };
+            std::fs::write(dir.join(format!("f{i}")), content).unwrap();
+        }
+        if v == 2 {
+            std::fs::write(root.join("d3/new"), b"new\n").unwrap();
+        }
+        // Times clamped, as a build system does: the files that did not
+        // change keep their manifest lines.
+        let mut cmd = fw("fw-sign");
+        cmd.env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["-q", "pack", "--key"])
+            .arg(&keys.vendor_key)
+            .args(["--version", &v.to_string()])
+            .arg(&root);
+        std::fs::write(www.join(format!("v{v}.fw")), ok(run(&mut cmd, b""))).unwrap();
+    }
+    let package = std::fs::read(www.join("v1.fw")).unwrap();
+    let tar_gz = ok(run(
+        fw("fw-unseal").arg("--keyring").arg(&keys.keyring),
+        &package,
+    ));
+    let staged = ok(run(fw("fw-unpack").arg("--target").arg(&target), &tar_gz));
+    let staged = String::from_utf8(staged).unwrap();
+    ok(run(
+        fw("fw-verify")
+            .arg("--keyring")
+            .arg(&keys.keyring)
+            .arg("--target")
+            .arg(&target)
+            .arg(staged.trim()),
+        b"",
+    ));
+    ok(run(
+        fw("fw-fixate")
+            .arg("--target")
+            .arg(&target)
+            .arg(staged.trim()),
+        b"",
+    ));
+
+    let nginx = Nginx::start(&tmp.path().join("nginx"), &www, "");
+    nginx.take_log();
+    let out = run(
+        fw("fw-fetch")
+            .arg("-v")
+            .arg("--target")
+            .arg(&target)
+            .arg("--keyring")
+            .arg(&keys.keyring)
+            .arg(nginx.url("v2.fw")),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("chunks taken from installed manifests"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let numbers: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (reused, all) = (numbers[0], numbers[1]);
+    assert!(all >= 8 && reused + 4 >= all, "{line}");
+    // What was sent: the head, a few chunks, two files; far less than the
+    // manifest alone.
+    let sent = Nginx::bytes_sent(&nginx.take_log(), "v2.fw");
+    let manifest = std::fs::metadata(target.join("fw/.fw/manifest.json"))
+        .unwrap()
+        .len();
+    assert!(
+        sent * 3 < manifest,
+        "{sent} bytes sent, the manifest is {manifest}"
+    );
+}

@@ -497,11 +497,16 @@ mod tests {
             e.path = format!("bin/f{i:04}");
             manifest.entries.push(e);
         }
-        manifest.entries.sort_by(|a, b| path_order(&a.path, &b.path));
+        manifest
+            .entries
+            .sort_by(|a, b| path_order(&a.path, &b.path));
         let json = manifest.to_json();
         let chunks = json_chunks(&json);
         assert!(chunks.len() > 5, "{} chunks", chunks.len());
-        assert_eq!(chunks[0].end, json.iter().position(|&b| b == b'\n').unwrap() + 1);
+        assert_eq!(
+            chunks[0].end,
+            json.iter().position(|&b| b == b'\n').unwrap() + 1
+        );
         let mut at = 0;
         for c in &chunks {
             assert_eq!(c.start, at);

@@ -131,7 +131,7 @@ pub fn fetch<W: Write + Send + 'static>(options: &Options, out: W) -> Result<Sum
                         "{} does not answer Range requests: reading the whole package",
                         options.url
                     );
-                    return whole_package(options, &cache, &shared, &mut client, whole, out);
+                    return whole_package(options, &cache, &shared, &mut client, *whole, out);
                 }
                 Fetched::NoOffsets(prefix) => {
                     note!(
@@ -237,7 +237,7 @@ fn delta_layout(head: &Head) -> Option<(u64, Layout)> {
 enum Fetched {
     Head(HeadBytes),
     /// The server sent the whole package to the first request.
-    Whole(fw_core::http::Transfer),
+    Whole(Box<fw_core::http::Transfer>),
     /// A package without the head's marks (an older fw-sign): its first
     /// bytes fetched so far.
     NoOffsets(Vec<u8>),
@@ -256,7 +256,7 @@ fn fetch_head(client: &mut Client, keyring: &Keyring, known: &head::Known) -> Re
         if want > prefix.len() as u64 {
             let from = prefix.len() as u64;
             match client.get(&[(from, want)])? {
-                Reply::Whole(transfer) => return Ok(Fetched::Whole(transfer)),
+                Reply::Whole(transfer) => return Ok(Fetched::Whole(Box::new(transfer))),
                 Reply::Ranges(mut reader) => {
                     (&mut reader)
                         .take(want - from)
@@ -319,12 +319,22 @@ fn fetch_head(client: &mut Client, keyring: &Keyring, known: &head::Known) -> Re
 
 /// The head of a package whose manifest's members cannot be found at
 /// random: its first bytes fetched until the members are whole.
-fn fetch_head_as_stream(client: &mut Client, keyring: &Keyring, mut prefix: Vec<u8>) -> Result<Fetched> {
+fn fetch_head_as_stream(
+    client: &mut Client,
+    keyring: &Keyring,
+    mut prefix: Vec<u8>,
+) -> Result<Fetched> {
     loop {
         let size = client.size.expect("known after the first answer");
-        let read = head::read(io::Cursor::new(prefix.clone()), keyring).map(|(head, _)| head.region);
+        let read =
+            head::read(io::Cursor::new(prefix.clone()), keyring).map(|(head, _)| head.region);
         match read {
-            Ok(region) => return Ok(Fetched::Head(HeadBytes { prefix, region })),
+            Ok(region) => {
+                return Ok(Fetched::Head(HeadBytes {
+                    prefix,
+                    region: region.to_vec(),
+                }))
+            }
             Err(e) if e.message == crate::literal::TRUNCATED && (prefix.len() as u64) < size => {
                 let from = prefix.len() as u64;
                 let to = (from * 2).min(size);
@@ -337,7 +347,9 @@ fn fetch_head_as_stream(client: &mut Client, keyring: &Keyring, mut prefix: Vec<
                         client.received += reader.received();
                         reader.finish()?;
                     }
-                    Reply::Whole(_) => unreachable!("a whole package comes only for the first request"),
+                    Reply::Whole(_) => {
+                        unreachable!("a whole package comes only for the first request")
+                    }
                 }
             }
             Err(e) => return Err(e),
@@ -377,7 +389,10 @@ fn fetch_literal(
         .iter()
         .map(|&(a, b)| prefix[a.min(have) as usize..b.min(have) as usize].to_vec())
         .collect();
-    let mut next = groups.iter().position(|g| g.1 > have).unwrap_or(groups.len());
+    let mut next = groups
+        .iter()
+        .position(|g| g.1 > have)
+        .unwrap_or(groups.len());
     let mut left = &asked[..];
     while !left.is_empty() {
         let mut reader = match client.get(left)? {
@@ -436,7 +451,12 @@ impl Lack {
             held: 0,
         };
         let mut first: HashMap<&str, usize> = HashMap::new();
-        for (index, (entry, range)) in manifest.entries.iter().zip(manifest.gz_ranges()).enumerate() {
+        for (index, (entry, range)) in manifest
+            .entries
+            .iter()
+            .zip(manifest.gz_ranges())
+            .enumerate()
+        {
             let Some((start, end)) = range else {
                 continue;
             };
@@ -462,7 +482,8 @@ impl Lack {
     /// Every file the stream carries (not omitted): index -> the index
     /// whose fetched bytes it is.
     fn carried(&self) -> HashMap<usize, usize> {
-        let mut carried: HashMap<usize, usize> = self.needs.iter().map(|n| (n.index, n.index)).collect();
+        let mut carried: HashMap<usize, usize> =
+            self.needs.iter().map(|n| (n.index, n.index)).collect();
         carried.extend(self.same.iter().map(|(&i, &first)| (i, first)));
         carried
     }
@@ -647,8 +668,8 @@ fn delta<W: Write + Send + 'static>(
     }
 
     let emitter = {
-        let region = head.region.clone();
-        let manifest = manifest.clone();
+        let region = std::sync::Arc::clone(&head.region);
+        let manifest = std::sync::Arc::clone(&head.manifest);
         let reader = cache.data_reader()?;
         std::thread::spawn(move || emit::emit(out, &region, &manifest, &fetched, rx, reader))
     };
@@ -827,8 +848,8 @@ fn whole_package<W: Write + Send + 'static>(
     let fetched = lack.carried();
     let (tx, rx) = mpsc::sync_channel::<Ready>(needs.len().max(1));
     let emitter = {
-        let region = head.region.clone();
-        let manifest = head.manifest.clone();
+        let region = std::sync::Arc::clone(&head.region);
+        let manifest = std::sync::Arc::clone(&head.manifest);
         let reader = cache.data_reader()?;
         std::thread::spawn(move || emit::emit(out, &region, &manifest, &fetched, rx, reader))
     };
@@ -930,7 +951,8 @@ fn pass_through<W: Write>(
     };
     let input = sync(io::Cursor::new(prefix).chain(rest));
     let (head, mut rest) = head::read(input, &options.keyring)?;
-    out.write_all(&head.region).map_err(|e| Error::io("stdout", e))?;
+    out.write_all(&head.region)
+        .map_err(|e| Error::io("stdout", e))?;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match rest.read(&mut buf) {
@@ -939,7 +961,8 @@ fn pass_through<W: Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(e)),
         };
-        out.write_all(&buf[..n]).map_err(|e| Error::io("stdout", e))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("stdout", e))?;
     }
     out.flush().map_err(|e| Error::io("stdout", e))?;
     Ok(summary(&head, client, Way::PassThrough, 0, 0, 0))

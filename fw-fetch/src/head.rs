@@ -40,11 +40,12 @@ pub struct Head {
     pub framing: Framing,
     /// The tar.gz's first members (the manifest and its signature), which
     /// fw-unpack --delta reads first.
-    pub region: Vec<u8>,
+    pub region: std::sync::Arc<[u8]>,
     /// Where the tree's members begin (`FB`), for a package made by an
     /// fw-sign that writes the offsets.
     pub base: Option<u64>,
-    pub manifest: Manifest,
+    /// Shared with the thread that writes the stream.
+    pub manifest: std::sync::Arc<Manifest>,
     pub signer: Signer,
 }
 
@@ -138,9 +139,9 @@ pub fn verify(framing: Framing, region: Vec<u8>, keyring: &Keyring) -> Result<He
     }
     Ok(Head {
         framing,
-        region,
+        region: region.into(),
         base,
-        manifest,
+        manifest: manifest.into(),
         signer,
     })
 }
@@ -212,7 +213,11 @@ fn read_member(data: &mut impl Read, bytes: &mut Vec<u8>) -> Result<Option<fw_gz
         Ok(())
     };
     let mut first = [0u8; 1];
-    if data.read(&mut first).map_err(|e| crate::http::from_io(e, "the package"))? == 0 {
+    if data
+        .read(&mut first)
+        .map_err(|e| crate::http::from_io(e, "the package"))?
+        == 0
+    {
         return Ok(None);
     }
     bytes.push(first[0]);
@@ -273,10 +278,11 @@ impl Known {
             for range in manifest::json_chunks(&json) {
                 let hash = blake3::hash(&json[range.clone()]);
                 let key: [u8; 16] = hash.as_bytes()[..16].try_into().expect("16 bytes");
-                known
-                    .chunks
-                    .entry(key)
-                    .or_insert((path.clone(), range.start as u64, range.len() as u32));
+                known.chunks.entry(key).or_insert((
+                    path.clone(),
+                    range.start as u64,
+                    range.len() as u32,
+                ));
             }
         }
         known

@@ -306,7 +306,10 @@ fn the_base_mark_says_where_the_marked_members_end() {
     let listed = Chunk::decode(&region[from..to]).unwrap();
     assert_eq!(listed, chunks);
     assert!(Chunk::decode(&table[..table.len() - 1]).is_none());
-    assert!(Chunk::encode(&[chunks[0]; 3000]).is_none(), "too many for an extra field");
+    assert!(
+        Chunk::encode(&[chunks[0]; 3000]).is_none(),
+        "too many for an extra field"
+    );
     assert_eq!(members(&region)[0].len(), info.len);
     let rest = pack(b"the tree", 1);
     let stream = [region.clone(), rest].concat();

@@ -486,7 +486,12 @@ fn head_members(name: &str, manifest: &[u8], signature: &[u8], created: u64) -> 
         out.extend(compressed);
     }
     let mut tail = vec![0u8; archive::padding(manifest.len() as u64)];
-    tail.extend(archive::fw_file_bytes(name, SIGNATURE_PATH, signature, created));
+    tail.extend(archive::fw_file_bytes(
+        name,
+        SIGNATURE_PATH,
+        signature,
+        created,
+    ));
     out.extend(members(&tail));
     fw_gz::mark_head(&out, fw_gz::Chunk::encode(&table).as_deref())
 }

@@ -789,6 +789,19 @@ fn owner(header: &tar::Header) -> (u32, u32) {
     (uid, gid)
 }
 
+/// Gives memory freed since to the system. The allocator keeps freed
+/// chunks of its per-thread heaps resident; with thousands of small gzip
+/// members handed between the threads (one per file, see fw-gz), a
+/// 12,000-entry upgrade reached 40 MiB of RSS for 12 MiB of live heap;
+/// trimmed every 1024 entries, 25 MiB.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's heaps.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Unpacks `input` into a fresh directory under `staging`. Files identical
 /// to a file in `shared` (the installed versions) are hard-linked to it and
 /// their bytes skipped, so an upgrade writes only what changed. On
@@ -891,6 +904,9 @@ fn extract<R: Read + Send + 'static>(
                 x.first_entries(count, (&top, &rel, &shown), &mut entry, &header)?;
             } else {
                 x.tree_entry((&top, &rel, &shown), &mut entry)?;
+                if count.is_multiple_of(1024) {
+                    return_freed_memory();
+                }
             }
             count += 1;
         }
