@@ -277,6 +277,19 @@ fn assert_consistent(lab: &Lab, target: &Path, log: &Path, what: &str) -> String
             "{what}: unexpected {entry} in the target: {entries:?}"
         );
     }
+    // No leftovers of interrupted writers in fw's state (fw-install's
+    // install.XXXXXX, temporary files of atomic writes).
+    let mut state: Vec<String> = std::fs::read_dir(target.join(".fw"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    state.sort();
+    for entry in &state {
+        let known =
+            ["lock", "staging", "journal", "security-floor", "failed"].contains(&entry.as_str());
+        assert!(known, "{what}: unexpected {entry} in .fw: {state:?}");
+    }
     // Nothing in flight: no journal, or a completed install on probation.
     if let Ok(text) = std::fs::read_to_string(target.join(".fw/journal")) {
         let journal: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -461,7 +474,7 @@ const FAULTS: &[(&str, &str, &str, &str, &str)] = &[
     ("fw-unpack", "--target", "linkat", "EMLINK", "link"),
     ("fw-unpack", "--target", "symlinkat", "EIO", "error"),
     ("fw-unseal", "--keyring", "write", "ENOSPC", "error"),
-    ("fw-verify", "--keyring", "rename", "EIO", "error"),
+    ("fw-verify", "--keyring", "renameat", "EIO", "error"),
     ("fw-fixate", "--target", "renameat2", "EIO", "error"),
     ("fw-fixate", "--target", "syncfs", "EIO", "error"),
     ("fw-fixate", "--target", "fsync", "EIO", "error"),
@@ -526,7 +539,8 @@ fn probation_rolls_back_after_boots_without_a_commit() {
         b"",
     )))
     .unwrap();
-    assert!(status.contains("transaction pending"), "{status}");
+    assert!(status.contains("current   fw-1 (pending)"), "{status}");
+    assert!(status.contains("fw-switch commit"), "{status}");
     for boot in 1..=2 {
         assert_eq!(recover(&target, &log).status.code(), Some(0), "boot {boot}");
         assert_eq!(
@@ -618,7 +632,13 @@ fn a_full_disk_fails_cleanly() {
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("max-bytes"), "{stderr}");
     assert_eq!(link(&target, "current").as_deref(), Some("fw"));
-    assert!(!target.join(".fw/journal").exists());
+    // Nothing in flight; v1, installed and not committed, stays on probation.
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join(".fw/journal")).unwrap()).unwrap();
+    assert_eq!(
+        (&journal["phase"], &journal["to"]),
+        (&"pending".into(), &"fw".into())
+    );
 
     // fw-unpack told to try anyway: a real ENOSPC, reported as such, and
     // nothing left behind.
@@ -631,6 +651,8 @@ fn a_full_disk_fails_cleanly() {
     ));
     let out = run(
         fw("fw-unpack")
+            .arg("--keyring")
+            .arg(&lab.keys.keyring)
             .arg("--target")
             .arg(&target)
             .args(["--max-bytes", "1000000000"]),

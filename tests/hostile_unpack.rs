@@ -9,7 +9,12 @@
 //! The archives are built from a real package (fw-sign pack | fw-unseal):
 //! it is parsed, then re-written entry by entry by a small raw tar writer
 //! below, which can say what the tar crate's builder refuses to (`..`,
-//! absolute names, PAX and GNU long-name records, device nodes).
+//! absolute names, PAX and GNU long-name records, device nodes). A
+//! manifest changed by a case is signed again by the test vendor key, and
+//! every archive is signed and passed through fw-unseal, so that it carries
+//! fw-unseal's proof: each hostile archive is refused for its own reason,
+//! not for lacking a signature. The refusals for a missing or wrong proof
+//! or manifest signature have cases of their own.
 //!
 //! Every case runs in a fresh temporary directory ROOT holding the target
 //! (ROOT/target), a canary directory beside it (ROOT/canary, with a file
@@ -281,7 +286,12 @@ fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
 // The real package, parsed once.
 
 struct Base {
-    /// The tar.gz exactly as fw-unseal wrote it.
+    /// The vendor's secret key and certificate.
+    vendor_key: Vec<u8>,
+    vendor_cert: Vec<u8>,
+    /// Exactly what fw-unseal wrote: the tar.gz within its proof.
+    unsealed: Vec<u8>,
+    /// The tar.gz the vendor signed.
     tar_gz: Vec<u8>,
     /// Its decompressed tar stream.
     raw_tar: Vec<u8>,
@@ -308,11 +318,12 @@ fn base() -> &'static Base {
                 .arg(&tree),
             b"",
         ));
-        let tar_gz = ok(run(
+        let unsealed = ok(run(
             fw("fw-unseal").arg("--keyring").arg(&keys.keyring),
             &package,
         ));
-        assert!(is_complete_gzip(&tar_gz));
+        assert!(is_complete_gzip(&unsealed));
+        let tar_gz = without_proof(&unsealed).to_vec();
         let mut raw_tar = Vec::new();
         flate2::read::MultiGzDecoder::new(&tar_gz[..])
             .read_to_end(&mut raw_tar)
@@ -342,6 +353,9 @@ fn base() -> &'static Base {
         let manifest_ent = ents.pop().unwrap();
         let manifest: Value = serde_json::from_slice(&manifest_ent.data).unwrap();
         Base {
+            vendor_key: std::fs::read(&keys.vendor_key).unwrap(),
+            vendor_cert: std::fs::read(&keys.vendor_cert).unwrap(),
+            unsealed,
             tar_gz,
             raw_tar,
             manifest_json: manifest_ent.data.clone(),
@@ -431,6 +445,13 @@ impl Base {
         e
     }
 
+    /// The signature entry for a manifest of `json`, by the vendor.
+    fn sig_of(&self, json: &[u8]) -> Ent {
+        let mut e = self.sig_ent.clone();
+        e.data = sign_detached(&self.vendor_key, json);
+        e
+    }
+
     /// The sample's tree entries with `extra` appended.
     fn tree_plus(&self, extra: Vec<Ent>) -> Vec<Ent> {
         let mut tree = self.tree.clone();
@@ -440,10 +461,8 @@ impl Base {
 
     /// A tar.gz: manifest (the sample's plus `listed`), signature, `tree`.
     fn package(&self, listed: &[Value], tree: Vec<Ent>) -> Vec<u8> {
-        let mut all = vec![
-            self.manifest_with_json(&self.manifest_plus(listed)),
-            self.sig_ent.clone(),
-        ];
+        let json = self.manifest_plus(listed);
+        let mut all = vec![self.manifest_with_json(&json), self.sig_of(&json)];
         all.extend(tree);
         gz(&tar_bytes(&all))
     }
@@ -475,6 +494,8 @@ struct Ctx {
     target: PathBuf,
     canary: PathBuf,
     outside: PathBuf,
+    /// The device's keyring: the vendor's certificate.
+    keyring: PathBuf,
 }
 
 impl Ctx {
@@ -489,12 +510,16 @@ impl Ctx {
         std::fs::write(canary.join("secret"), b"canary secret\n").unwrap();
         std::fs::write(canary.join("sub/file"), b"canary file\n").unwrap();
         std::fs::create_dir(&outside).unwrap();
+        let keyring = root.join("keyring");
+        std::fs::create_dir(&keyring).unwrap();
+        std::fs::write(keyring.join("vendor.asc"), &base().vendor_cert).unwrap();
         Ctx {
             _tmp: tmp,
             root,
             target,
             canary,
             outside,
+            keyring,
         }
     }
 
@@ -507,11 +532,25 @@ impl Ctx {
         self.target.join(".fw/staging")
     }
 
+    /// fw-unpack on `input` signed by the vendor and passed through
+    /// fw-unseal: with its proof.
     fn unpack(&self, args: &[&str], input: &[u8]) -> Output {
-        run(
-            fw("fw-unpack").arg("--target").arg(&self.target).args(args),
-            input,
-        )
+        self.unpack_raw(args, &seal(&base().vendor_key, &self.keyring, input))
+    }
+
+    /// fw-unpack on `input` as it is.
+    fn unpack_raw(&self, args: &[&str], input: &[u8]) -> Output {
+        run(&mut self.unpack_cmd(args), input)
+    }
+
+    fn unpack_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = fw("fw-unpack");
+        cmd.arg("--keyring")
+            .arg(&self.keyring)
+            .arg("--target")
+            .arg(&self.target)
+            .args(args);
+        cmd
     }
 
     /// What the staging directory holds (nothing if it is absent).
@@ -612,10 +651,23 @@ fn expect_refused(
     names: &[&str],
     build: impl FnOnce(&Ctx) -> Vec<u8>,
 ) -> String {
+    check_refused(case, code, names, |ctx| {
+        let input = build(ctx);
+        ctx.unpack(args, &input)
+    })
+}
+
+/// As `expect_refused`, for fw-unpack run by `unpack` in a fresh world.
+#[track_caller]
+fn check_refused(
+    case: &str,
+    code: i32,
+    names: &[&str],
+    unpack: impl FnOnce(&Ctx) -> Output,
+) -> String {
     let ctx = Ctx::new();
-    let input = build(&ctx);
     let canary_before = snapshot(&ctx.canary);
-    let out = ctx.unpack(args, &input);
+    let out = unpack(&ctx);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // Shown with --nocapture, to review what each refusal says.
     eprintln!("{case}: {:?}: {}", out.status, stderr.trim_end());
@@ -807,8 +859,11 @@ fn valid_package_unpacks_exactly() {
     let boundary = (512 + base.manifest_json.len()).div_ceil(512) * 512;
     let blocks: Vec<&[u8]> = raw.chunks(512).collect();
     let whole = raw.len().to_string();
+    let ctx = Ctx::new();
+    let out = ctx.unpack_raw(&[], &base.unsealed);
+    expect_unpacked("as fw-unseal wrote it", &ctx, base, out);
     let cases: Vec<(&str, Vec<&str>, Vec<u8>)> = vec![
-        ("as fw-unseal wrote it", vec![], base.tar_gz.clone()),
+        ("the tar.gz fw-unseal verified", vec![], base.tar_gz.clone()),
         ("rebuilt by this test's tar writer", vec![], gz(&rebuilt)),
         (
             "with --max-bytes as large as the whole tar",
@@ -1650,7 +1705,10 @@ fn refuses_a_missing_or_misplaced_manifest() {
             "a manifest that is not JSON",
             vec!["manifest"],
             cat(vec![
-                vec![base.manifest_with_json(b"this is not json\n"), s()],
+                vec![
+                    base.manifest_with_json(b"this is not json\n"),
+                    base.sig_of(b"this is not json\n"),
+                ],
                 t(),
             ]),
         ),
@@ -1659,7 +1717,10 @@ fn refuses_a_missing_or_misplaced_manifest() {
             let entries = manifest["entries"].as_array_mut().unwrap();
             entries.insert(1, base.m_file("../escaped-manifest"));
             let json = serde_json::to_vec_pretty(&manifest).unwrap();
-            cat(vec![vec![base.manifest_with_json(&json), s()], t()])
+            cat(vec![
+                vec![base.manifest_with_json(&json), base.sig_of(&json)],
+                t(),
+            ])
         }),
         (
             "a manifest under another top-level name",
@@ -1752,7 +1813,7 @@ fn refuses_more_than_max_bytes() {
             let manifest = base.manifest_plus(&[listed]);
             let mut head = Vec::new();
             encode(&base.manifest_with_json(&manifest), &mut head);
-            encode(&base.sig_ent, &mut head);
+            encode(&base.sig_of(&manifest), &mut head);
             for e in &base.tree {
                 encode(e, &mut head);
             }
@@ -1897,9 +1958,8 @@ fn interrupt_while_reading(signal: &str) {
     enc.flush().unwrap();
     let prefix = enc.get_ref().clone();
 
-    let mut child = fw("fw-unpack")
-        .arg("--target")
-        .arg(&ctx.target)
+    let mut child = ctx
+        .unpack_cmd(&[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1998,4 +2058,221 @@ fn sigterm_while_reading_leaves_nothing_behind() {
 fn sigint_and_sighup_while_reading_leave_nothing_behind() {
     interrupt_while_reading("INT");
     interrupt_while_reading("HUP");
+}
+
+// ---------------------------------------------------------------------------
+// fw-unseal's proof and the manifest's signature.
+
+/// Nothing is trusted without fw-unseal's proof over exactly the bytes
+/// read: each of these archives is otherwise the valid package, and is
+/// refused with exit 4.
+#[test]
+fn refuses_a_missing_wrong_or_displaced_proof() {
+    let base = base();
+    let (head, body, proof) = split_proof(&base.unsealed);
+    // The same bytes through fw-unseal, signed by a key the device does
+    // not trust (it trusts it in its own keyring).
+    let tmp = TempDir::new().unwrap();
+    let stranger = Keys::new(&tmp.path().join("stranger"));
+    let by_stranger = stranger.seal(body);
+    // The proof of other bytes: the same archive, compressed otherwise.
+    let recompressed = gz(&base.raw_tar);
+    assert_ne!(recompressed, body);
+    let ctx = Ctx::new();
+    expect_unpacked(
+        "the recompressed archive with its own proof",
+        &ctx,
+        base,
+        ctx.unpack(&[], &recompressed),
+    );
+    let unsealed_other = seal(&base.vendor_key, &ctx.keyring, &recompressed);
+    let (other_head, _, other_proof) = split_proof(&unsealed_other);
+    let member = |subfield: &[u8; 2], payload: &[u8]| {
+        let mut m = vec![0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 255];
+        m.extend(((payload.len() + 4) as u16).to_le_bytes());
+        m.extend(subfield);
+        m.extend((payload.len() as u16).to_le_bytes());
+        m.extend(payload);
+        m.extend([3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        m
+    };
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        ("the tar.gz alone", body.to_vec(), &["proof"]),
+        (
+            "the announcement without the proof",
+            [head, body].concat(),
+            &["proof"],
+        ),
+        (
+            "the proof without the announcement",
+            [body, proof].concat(),
+            &["proof"],
+        ),
+        (
+            "a proof by a key the keyring does not trust",
+            by_stranger,
+            &["not a trusted certificate"],
+        ),
+        (
+            "the proof of other bytes",
+            [other_head, body, other_proof].concat(),
+            &["does not match", "did not verify"],
+        ),
+        (
+            "the announcement and proof of the same bytes around others",
+            [head, &recompressed[..], proof].concat(),
+            &["does not match", "did not verify"],
+        ),
+        (
+            "a byte after the proof",
+            [&base.unsealed[..], b"x"].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "a zero byte after the proof",
+            [&base.unsealed[..], &[0]].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "an empty gzip member after the proof",
+            [base.unsealed.clone(), gz(b"")].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "the proof twice",
+            [&base.unsealed[..], proof].concat(),
+            &["follow fw-unseal's proof"],
+        ),
+        (
+            "a second announcement",
+            [head, head, body, proof].concat(),
+            &["announcement"],
+        ),
+        (
+            "an announcement that is not a one-pass signature",
+            [
+                &member(b"FO", &proof[16..proof.len() - 10])[..],
+                body,
+                proof,
+            ]
+            .concat(),
+            &["announcement"],
+        ),
+        (
+            "a proof that is not a signature",
+            [head, body, &member(b"FS", &head[16..head.len() - 10])[..]].concat(),
+            &["proof"],
+        ),
+        (
+            "a proof that is not OpenPGP",
+            [head, body, &member(b"FS", b"trust me")[..]].concat(),
+            &["proof"],
+        ),
+    ];
+    for (case, input, names) in cases {
+        check_refused(case, 4, names, |ctx| ctx.unpack_raw(&[], &input));
+    }
+}
+
+/// The manifest's JSON is parsed only once its signature verified: a
+/// manifest that is not the vendor's is refused with exit 4, whatever it
+/// holds.
+#[test]
+fn refuses_a_manifest_the_vendor_did_not_sign() {
+    let base = base();
+    let tmp = TempDir::new().unwrap();
+    let stranger = Keys::new(&tmp.path().join("stranger"));
+    let with = |manifest: Ent, sig: Ent| {
+        let mut all = vec![manifest, sig];
+        all.extend(base.tree.iter().cloned());
+        gz(&tar_bytes(&all))
+    };
+    let changed = base.manifest_plus(&[base.m_file("zextra")]);
+    let mut garbage_sig = base.sig_ent.clone();
+    garbage_sig.data = b"not a signature".to_vec();
+    let mut stranger_sig = base.sig_ent.clone();
+    stranger_sig.data = stranger.sign_detached(&base.manifest_json);
+    let cases = vec![
+        (
+            "a changed manifest with the original signature",
+            with(base.manifest_with_json(&changed), base.sig_ent.clone()),
+        ),
+        (
+            "a manifest that is not JSON, with the original signature",
+            with(base.manifest_with_json(b"{{{{"), base.sig_ent.clone()),
+        ),
+        (
+            "the manifest signed by another key",
+            with(base.manifest_ent.clone(), stranger_sig),
+        ),
+        (
+            "a signature that is not OpenPGP",
+            with(base.manifest_ent.clone(), garbage_sig),
+        ),
+    ];
+    for (case, input) in cases {
+        expect_refused(case, &[], 4, &["manifest.sig"], |_| input);
+    }
+}
+
+/// A file name longer than 255 bytes (NAME_MAX) is invalid input (it
+/// was an I/O error, exit 1).
+#[test]
+fn refuses_a_name_longer_than_name_max() {
+    let base = base();
+    let long = format!("z{}", "n".repeat(255));
+    expect_refused("an unlisted 256-byte name", &[], 5, &["255"], |_| {
+        base.variant(&[], vec![Ent::file(format!("{NAME}/{long}"), base.app())])
+    });
+    expect_refused("a listed 256-byte name", &[], 5, &["255"], |_| {
+        base.variant(
+            &[base.m_file(&long)],
+            vec![Ent::file(format!("{NAME}/{long}"), base.app())],
+        )
+    });
+    expect_refused(
+        "a 256-byte name through a PAX path",
+        &[],
+        5,
+        &["255"],
+        |_| {
+            base.variant(
+                &[],
+                vec![Ent::file(format!("{NAME}/zshort"), base.app())
+                    .pax("path", format!("{NAME}/{long}"))],
+            )
+        },
+    );
+}
+
+/// Tar extension headers larger than any package needs are refused when
+/// their header arrives, before their body is read (attacks.rs measures
+/// the memory).
+#[test]
+fn refuses_oversized_extension_headers() {
+    let base = base();
+    let huge = "z".repeat(70 << 10);
+    for (case, ent) in [
+        (
+            "a 70 KiB GNU long name",
+            Ent::file(format!("{NAME}/zshort"), base.app()).gnu_long_name(format!("{NAME}/{huge}")),
+        ),
+        (
+            "a 70 KiB GNU long link",
+            Ent::symlink(format!("{NAME}/zlink"), "bin").gnu_long_link(&huge),
+        ),
+        (
+            "a 70 KiB PAX record",
+            Ent::file(format!("{NAME}/zshort"), base.app()).pax("comment", &huge),
+        ),
+    ] {
+        expect_refused(case, &[], 5, &["more than the 65536 bytes"], |_| {
+            base.variant(&[], vec![ent])
+        });
+    }
+    let mut sparse = Ent::file(format!("{NAME}/zsparse"), base.app());
+    sparse.kind = b'S';
+    expect_refused("a GNU sparse file", &[], 5, &["sparse"], |_| {
+        base.variant(&[], vec![sparse])
+    });
 }

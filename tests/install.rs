@@ -150,6 +150,26 @@ impl Device {
             .map(|p| p.to_string_lossy().into_owned())
     }
 
+    fn switch(&self, args: &[&str]) -> Output {
+        run(
+            fw("fw-switch")
+                .env("FW_TEST_CTL", &self.ctl)
+                .arg("--target")
+                .arg(&self.target)
+                .args(args),
+            b"",
+        )
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&ok(self.switch(&["status", "--json"]))).unwrap()
+    }
+
+    /// `fw-switch recover` as the boot service runs it.
+    fn boot(&self) -> Output {
+        self.switch(&["recover", "--hook-retry-interval", "0.05"])
+    }
+
     fn log(&self) -> Vec<String> {
         std::fs::read_to_string(self.ctl.join("log"))
             .unwrap_or_default()
@@ -520,7 +540,8 @@ fn same_package_twice_and_clean_keeps_what_it_must() {
             .args(["set-failsafe", "fw"]),
         b"",
     ));
-    exits(d.install(&v1), 0);
+    let reinstall = d.install_cmd_with(&["--reinstall"], v1.to_str().unwrap());
+    exits(run(&mut { reinstall }, b""), 0);
     assert_eq!(d.link("current").as_deref(), Some("fw-1"));
     for label in ["v2", "v3", "v4"] {
         exits(d.install(&d.package("fw", label, 1)), 0);
@@ -655,7 +676,14 @@ fn unpack_links_unchanged_files_into_staging() {
         fw("fw-unseal").arg("--keyring").arg(&d.keys.keyring),
         &v2,
     ));
-    let out = run(fw("fw-unpack").arg("--target").arg(&d.target), &tar_gz);
+    let out = run(
+        fw("fw-unpack")
+            .arg("--keyring")
+            .arg(&d.keys.keyring)
+            .arg("--target")
+            .arg(&d.target),
+        &tar_gz,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let staged = PathBuf::from(String::from_utf8(ok(out)).unwrap().trim_end());
     let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
@@ -730,4 +758,353 @@ fn the_fw_nbio_example_composes_the_install_stages() {
     );
     assert!(d.staging_is_empty());
     assert_eq!(d.versions(), ["fw"]);
+}
+
+/// The version `dir`'s entry in `fw-switch status --json`.
+fn version_status(status: &serde_json::Value, dir: &str) -> serde_json::Value {
+    status["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["dir"] == dir)
+        .unwrap_or_else(|| panic!("{dir} in {status}"))
+        .clone()
+}
+
+#[test]
+fn manual_rollback_after_an_automatic_one_skips_the_failed_version_and_runs_hooks() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    exits(d.install(&d.package("fw", "v2", 1)), 0);
+    d.control("fail-health-check-v3", "");
+    exits(d.install(&d.package("fw", "v3", 1)), 7);
+    assert_eq!(
+        (d.link("current").as_deref(), d.link("previous").as_deref()),
+        (Some("fw-1"), Some("fw-2"))
+    );
+    // v3 is marked failed, in TARGET/.fw, not in its own tree.
+    let status = d.status_json();
+    let v3 = version_status(&status, "fw-2");
+    assert_eq!(
+        v3["states"],
+        serde_json::json!(["previous", "failed"]),
+        "{status}"
+    );
+    assert!(
+        v3["failed"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("after the switch"),
+        "{v3}"
+    );
+    let own: Vec<String> = std::fs::read_dir(d.target.join("fw-2/.fw"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        own.iter()
+            .all(|n| ["manifest.json", "manifest.sig", "verified"].contains(&n.as_str())),
+        "{own:?}"
+    );
+    let text = String::from_utf8(ok(d.switch(&["status"]))).unwrap();
+    assert!(text.contains("previous  fw-2 (failed)"), "{text}");
+
+    // By hand: back past the failed v3 to v1, the newest healthy older
+    // version, with v1's hooks told it is a rollback.
+    d.clear_log();
+    let out = d.switch(&["rollback", "--hook-retry-interval", "0.05"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(
+        stderr.contains("fw-2") && stderr.contains("failed"),
+        "says why it skipped: {stderr}"
+    );
+    assert_eq!(
+        (d.link("current").as_deref(), d.link("previous").as_deref()),
+        (Some("fw"), Some("fw-1"))
+    );
+    let log = d.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0].starts_with("pre-install v1 dir=fw direction=rollback from=fw-1 to=fw"),
+        "{log:?}"
+    );
+    assert!(
+        log[1].starts_with("post-install v1 dir=fw direction=rollback from=fw-1 to=fw"),
+        "{log:?}"
+    );
+
+    // Nothing healthy is older than v1: refused, nothing moved.
+    let out = d.switch(&["rollback"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(
+        stderr.contains("no healthy version older than fw"),
+        "{stderr}"
+    );
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+}
+
+#[test]
+fn a_failing_rollback_hook_is_reported() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    exits(d.install(&d.package("fw", "v2", 1)), 0);
+    d.control("fail-post-install-v1", "");
+    let out = d.switch(&["rollback", "--hook-retry-interval", "0.05"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(stderr.contains("post-install"), "{stderr}");
+    // The link moved; the failure is the hook's, and it is said.
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+}
+
+#[test]
+fn a_refused_install_keeps_the_pending_version_on_probation() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    ok(d.switch(&["commit"]));
+    exits(d.install(&d.package("fw", "v2", 1)), 0);
+    assert_eq!(d.status_json()["pending"]["version"], "fw-1");
+
+    // Refused installs: not a package, a directory, a tampered package.
+    let garbage = d.tmp.path().join("garbage.fw");
+    std::fs::write(&garbage, b"not a package").unwrap();
+    exits(d.install(&garbage), 5);
+    let stderr = exits(d.install(d.tmp.path()), 5);
+    assert!(stderr.contains("directory"), "{stderr}");
+    assert_eq!(
+        d.status_json()["pending"]["version"],
+        "fw-1",
+        "still on probation"
+    );
+    assert!(String::from_utf8(ok(d.switch(&["status"])))
+        .unwrap()
+        .contains("fw-switch commit"));
+
+    // So the boots are counted, and v2 rolled back after three.
+    d.clear_log();
+    exits(d.boot(), 0);
+    exits(d.boot(), 0);
+    assert_eq!(d.status_json()["pending"]["boots"], 2);
+    let third = d.boot();
+    assert_eq!(
+        third.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.starts_with("post-install v1 dir=fw direction=rollback")),
+        "{:?}",
+        d.log()
+    );
+    let status = d.status_json();
+    assert_eq!(status["pending"], serde_json::Value::Null);
+    assert!(version_status(&status, "fw-1")["states"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("failed")));
+}
+
+#[test]
+fn switching_away_by_hand_ends_probation() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    exits(d.install(&d.package("fw", "v2", 1)), 0);
+    ok(d.switch(&["to", "fw"]));
+    assert_eq!(d.status_json()["pending"], serde_json::Value::Null);
+    for _ in 0..4 {
+        exits(d.boot(), 0);
+    }
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+}
+
+#[test]
+fn installing_the_same_version_again_is_refused_unless_asked_for() {
+    let d = device();
+    let v1 = d.package("fw", "v1", 1);
+    exits(d.install(&v1), 0);
+    let stderr = exits(d.install(&v1), 5);
+    assert!(
+        stderr.contains("installed already as fw") && stderr.contains("--reinstall"),
+        "{stderr}"
+    );
+    assert_eq!(d.versions(), ["fw"]);
+    assert!(d.staging_is_empty());
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+    assert_eq!(
+        d.status_json()["pending"]["version"],
+        "fw",
+        "probation kept"
+    );
+    // The same by fw-fixate alone.
+    let tar_gz = ok(run(
+        fw("fw-unseal")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&d.keys.keyring),
+        &std::fs::read(&v1).unwrap(),
+    ));
+    let staged = String::from_utf8(ok(run(
+        fw("fw-unpack").arg("-q").arg("--target").arg(&d.target),
+        &tar_gz,
+    )))
+    .unwrap();
+    let staged = staged.trim_end();
+    ok(run(
+        fw("fw-verify")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&d.keys.keyring)
+            .arg("--target")
+            .arg(&d.target)
+            .arg(staged),
+        b"",
+    ));
+    let fixate = |extra: &[&str]| {
+        run(
+            fw("fw-fixate")
+                .arg("--target")
+                .arg(&d.target)
+                .args(extra)
+                .arg(staged),
+            b"",
+        )
+    };
+    let out = fixate(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 5);
+    assert!(stderr.contains("--reinstall"), "{stderr}");
+    let installed = String::from_utf8(ok(fixate(&["--reinstall"]))).unwrap();
+    assert!(installed.trim_end().ends_with("/fw-1"), "{installed}");
+    // Another build of the same tree (another manifest) is no reinstall.
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+}
+
+#[test]
+fn automatic_rollback_skips_a_previous_version_below_the_security_floor() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    exits(d.install(&d.package("fw", "v2", 2)), 0);
+    ok(d.switch(&["set-failsafe", "fw-1"]));
+    ok(d.switch(&["to", "fw"]));
+    // The floor raised beside fw-switch (e.g. provisioned, or restored from
+    // a backup): v1, current, is now below it.
+    std::fs::write(d.target.join(".fw/security-floor"), "2\n").unwrap();
+    d.control("fail-post-install-v3", "");
+    d.clear_log();
+    let stderr = exits(d.install(&d.package("fw", "v3", 2)), 8);
+    assert_eq!(d.link("current").as_deref(), Some("fw-1"), "{stderr}");
+    let log = d.log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("post-install v2 dir=fw-1 direction=rollback")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("pre-install v1")),
+        "v1 is below the floor: never re-enabled: {log:?}"
+    );
+    assert_eq!(
+        d.status_states().last().map(String::as_str),
+        Some("failsafe")
+    );
+}
+
+#[test]
+fn automatic_rollback_with_nothing_above_the_floor_stays_on_the_failed_version() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    ok(d.switch(&["set-failsafe", "fw"]));
+    ok(d.switch(&["commit"]));
+    std::fs::write(d.target.join(".fw/security-floor"), "2\n").unwrap();
+    d.control("fail-post-install-v2", "");
+    d.clear_log();
+    let stderr = exits(d.install(&d.package("fw", "v2", 2)), 4);
+    assert!(stderr.contains("security floor"), "{stderr}");
+    assert!(stderr.contains("staying on fw-1"), "{stderr}");
+    assert_eq!(d.link("current").as_deref(), Some("fw-1"));
+    assert!(
+        !d.log().iter().any(|l| l.contains("direction=rollback")),
+        "{:?}",
+        d.log()
+    );
+    let status = d.status_json();
+    assert_eq!(
+        version_status(&status, "fw-1")["states"],
+        serde_json::json!(["current", "failed"])
+    );
+    assert_eq!(
+        status["transaction"],
+        serde_json::Value::Null,
+        "nothing in flight"
+    );
+    // Recover at the next boot does not try again, and a fixed version installs.
+    exits(d.boot(), 0);
+    exits(d.install(&d.package("fw", "v3", 2)), 0);
+    assert_eq!(d.link("current").as_deref(), Some("fw-2"));
+}
+
+#[test]
+fn a_killed_install_leaves_no_temporary_file_after_recover() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    let temporary = || -> Vec<String> {
+        std::fs::read_dir(d.target.join(".fw"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("install."))
+            .collect()
+    };
+    // fw-install's file lives while the package streams in: from stdin,
+    // which stays open and silent.
+    let mut install = d.install_cmd("-");
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        install
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while temporary().is_empty() {
+        assert!(Instant::now() < deadline, "fw-install never made its file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A power cut: the whole install dies at once, its trap never runs.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    drop(child.stdin.take());
+    let group = child.id().to_string();
+    let gone = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+            let mut f = s.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = f.next();
+            f.nth(1) == Some(group.as_str()) && !matches!(state, Some("Z" | "X"))
+        })
+    }) {
+        assert!(
+            Instant::now() < gone,
+            "the killed install's processes never died"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(temporary().len(), 1, "left behind by the kill");
+    exits(d.boot(), 0);
+    assert!(temporary().is_empty(), "{:?}", temporary());
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+    assert_eq!(d.versions(), ["fw"]);
+    assert!(d.staging_is_empty());
 }

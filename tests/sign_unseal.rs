@@ -39,6 +39,15 @@ fn round_trip_plain_and_encrypted() {
             assert!(paths.contains(&"sample-setup/bin/app".to_string()));
             assert!(paths.contains(&format!("sample-setup/etc/{}", "l".repeat(150))));
             assert!(paths.iter().all(|p| p.starts_with("sample-setup/")));
+            // fw-unseal's announcement and proof are gzip members that GNU
+            // gzip and tar ignore.
+            ok(run(std::process::Command::new("gzip").arg("-t"), &tar_gz));
+            let listing = String::from_utf8(ok(run(
+                std::process::Command::new("tar").args(["-tzf", "-"]),
+                &tar_gz,
+            )))
+            .unwrap();
+            assert_eq!(listing.lines().collect::<Vec<_>>(), paths);
         }
     }
 }
@@ -79,9 +88,10 @@ fn reproducible_with_source_date_epoch() {
             .arg(&keys.vendor_key)
             .arg(&tree);
         let package = ok(run(&mut cmd, b""));
-        tar_gzs.push(ok(unseal(&keys.keyring, &package, &[])));
+        tar_gzs.push(without_proof(&ok(unseal(&keys.keyring, &package, &[]))).to_vec());
         // The key was made after the epoch, so the signatures are dated
-        // at its creation: the same for both packs.
+        // at its creation: the same for both packs. (The package's own
+        // signature, fw-unseal's proof, is salted: not the same.)
     }
     assert_eq!(tar_gzs[0], tar_gzs[1], "same tree, same epoch: same tar.gz");
 }
@@ -288,7 +298,7 @@ fn unseal_refuses_all_but_a_good_trusted_signature() {
     let keys = Keys::new(&tmp.path().join("keys"));
     let tree = sample_tree(tmp.path(), "fw");
     let good = pack(&keys, &tree, &[]);
-    let tar_gz = ok(unseal(&keys.keyring, &good, &[]));
+    let tar_gz = without_proof(&ok(unseal(&keys.keyring, &good, &[]))).to_vec();
 
     let gpg = Gpg::new();
     gpg.import(&keys.device_cert);
@@ -302,6 +312,8 @@ fn unseal_refuses_all_but_a_good_trusted_signature() {
             gpg.ok(
                 &[
                     "--encrypt",
+                    "--compress-algo",
+                    "none",
                     "--recipient",
                     &device_fpr,
                     "--trust-model",
@@ -313,11 +325,25 @@ fn unseal_refuses_all_but_a_good_trusted_signature() {
         ),
         (
             "literal only (gpg --store)",
-            gpg.ok(&["--store"], &tar_gz),
+            gpg.ok(&["--store", "--compress-algo", "none"], &tar_gz),
             4,
         ),
         (
             "signed by an unknown key",
+            gpg.ok(
+                &[
+                    "--sign",
+                    "--compress-algo",
+                    "none",
+                    "--local-user",
+                    &stranger,
+                ],
+                &tar_gz,
+            ),
+            4,
+        ),
+        (
+            "signed by an unknown key, compressed",
             gpg.ok(&["--sign", "--local-user", &stranger], &tar_gz),
             4,
         ),
@@ -327,6 +353,8 @@ fn unseal_refuses_all_but_a_good_trusted_signature() {
                 &[
                     "--sign",
                     "--encrypt",
+                    "--compress-algo",
+                    "none",
                     "--local-user",
                     &stranger,
                     "--recipient",
@@ -393,10 +421,14 @@ fn unseal_refuses_a_revoked_signer() {
     let keys = Keys::new(&tmp.path().join("keys"));
     let tree = sample_tree(tmp.path(), "fw");
     let tar_gz = ok(unseal(&keys.keyring, &pack(&keys, &tree, &[]), &[]));
+    let tar_gz = without_proof(&tar_gz);
 
     let gpg = Gpg::new();
     let fpr = gpg.gen_key("Revoked Vendor <r@example>", "ed25519");
-    let signed = gpg.ok(&["--sign", "--local-user", &fpr], &tar_gz);
+    let signed = gpg.ok(
+        &["--sign", "--compress-algo", "none", "--local-user", &fpr],
+        tar_gz,
+    );
     let keyring = tmp.path().join("revoked-keyring");
     std::fs::create_dir(&keyring).unwrap();
     gpg.export_cert(&fpr, &keyring.join("vendor.asc"));

@@ -13,15 +13,28 @@ struct Target {
 }
 
 fn target_with(labels: &[&str]) -> (Target, Vec<PathBuf>) {
+    let labelled: Vec<(&str, u64)> = labels.iter().map(|l| (*l, 0)).collect();
+    target_with_security(&labelled)
+}
+
+/// A target with one version per (label, security_version), installed in
+/// that order, none switched to.
+fn target_with_security(labels: &[(&str, u64)]) -> (Target, Vec<PathBuf>) {
     let tmp = TempDir::new().unwrap();
     let keys = Keys::new(&tmp.path().join("keys"));
     let root = tmp.path().join("target");
     std::fs::create_dir(&root).unwrap();
     let mut versions = Vec::new();
-    for label in labels {
+    for (label, security_version) in labels {
         let tree = sample_tree(&tmp.path().join(label), "fw");
         std::fs::write(tree.join("etc/app/config"), format!("label = {label}\n")).unwrap();
-        versions.push(install_version(&keys, &root, &tree, &["--version", label]));
+        let security_version = security_version.to_string();
+        versions.push(install_version(
+            &keys,
+            &root,
+            &tree,
+            &["--version", label, "--security-version", &security_version],
+        ));
     }
     (Target { tmp, root }, versions)
 }
@@ -32,6 +45,10 @@ impl Target {
             fw("fw-switch").arg("--target").arg(&self.root).args(args),
             b"",
         )
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&ok(self.switch(&["status", "--json"]))).unwrap()
     }
 
     fn link(&self, name: &str) -> Option<String> {
@@ -249,4 +266,178 @@ fn link_tree_links_through_current_and_follows_upgrades() {
     let stderr = String::from_utf8_lossy(&again.stderr).to_string();
     ok(again);
     assert!(stderr.contains("linked 0"), "{stderr}");
+}
+
+/// Exit 4 with a line that names the floor; returns stderr.
+#[track_caller]
+fn refused_by_floor(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 4);
+    assert!(stderr.contains("security floor"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn every_link_move_refuses_a_version_below_the_security_floor() {
+    let (t, _) = target_with_security(&[("v1", 1), ("v2", 2)]);
+    ok(t.switch(&["to", "fw"]));
+    ok(t.switch(&["set-failsafe", "fw"]));
+    ok(t.switch(&["to", "fw-1"]));
+    let out = t.switch(&["commit"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    // The failsafe is now below the floor: commit says so.
+    assert!(
+        stderr.contains("warning") && stderr.contains("failsafe fw"),
+        "{stderr}"
+    );
+    assert_eq!(t.status_json()["security_floor"], 2);
+
+    let stderr = refused_by_floor(t.switch(&["rollback"]));
+    assert!(
+        stderr.contains("fw (v1) has security_version 1"),
+        "{stderr}"
+    );
+    refused_by_floor(t.switch(&["to", "fw"]));
+    refused_by_floor(t.switch(&["failsafe"]));
+    refused_by_floor(t.switch(&["set-failsafe", "fw"]));
+    assert_eq!(
+        (t.link("current").as_deref(), t.link("previous").as_deref()),
+        (Some("fw-1"), Some("fw")),
+        "nothing moved"
+    );
+    assert_eq!(t.link("failsafe").as_deref(), Some("fw"));
+    // At or above the floor: allowed.
+    ok(t.switch(&["set-failsafe", "fw-1"]));
+    ok(t.switch(&["failsafe"]));
+}
+
+#[test]
+fn an_unreadable_security_floor_is_an_error_never_zero() {
+    let (t, _) = target_with_security(&[("v1", 1), ("v2", 2)]);
+    ok(t.switch(&["to", "fw-1"]));
+    let floor = t.root.join(".fw/security-floor");
+    for (what, make) in [
+        (
+            "garbage",
+            &(|p: &std::path::Path| std::fs::write(p, "two\n").unwrap())
+                as &dyn Fn(&std::path::Path),
+        ),
+        ("empty", &|p: &std::path::Path| {
+            std::fs::write(p, "").unwrap()
+        }),
+        ("a directory", &|p: &std::path::Path| {
+            std::fs::create_dir(p).unwrap()
+        }),
+    ] {
+        make(&floor);
+        for args in [&["to", "fw"][..], &["rollback"], &["status"], &["commit"]] {
+            let out = t.switch(args);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            fails_with(out, 1);
+            assert!(
+                stderr.contains("security-floor") && stderr.contains("fw-switch commit"),
+                "{what}, {args:?}: {stderr}"
+            );
+        }
+        assert_eq!(t.link("current").as_deref(), Some("fw-1"), "{what}");
+        if floor.is_dir() {
+            std::fs::remove_dir(&floor).unwrap();
+        } else {
+            std::fs::remove_file(&floor).unwrap();
+        }
+    }
+    // A missing floor is floor 0.
+    ok(t.switch(&["to", "fw"]));
+    assert_eq!(t.status_json()["security_floor"], 0);
+}
+
+#[test]
+fn status_names_each_version_state_the_floor_and_what_to_do_next() {
+    let (t, _) = target_with_security(&[("v1", 1), ("v2", 2), ("v3", 2)]);
+    ok(t.switch(&["to", "fw"]));
+    ok(t.switch(&["set-failsafe", "fw"]));
+    ok(t.switch(&["to", "fw-1"]));
+    ok(t.switch(&["commit"]));
+    ok(t.switch(&["to", "fw-2"]));
+    // fw-2 on probation, as fw-install leaves it.
+    ok(t.switch(&["journal", "begin"]));
+    ok(t.switch(&["journal", "set", "pending", "--to", "fw-2"]));
+    let status = t.status_json();
+    assert_eq!(status["security_floor"], 2);
+    assert_eq!(status["pending"]["version"], "fw-2");
+    let states = |dir: &str| {
+        status["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["dir"] == dir)
+            .unwrap_or_else(|| panic!("{dir} in {status}"))
+            .clone()
+    };
+    assert_eq!(
+        states("fw-2")["states"],
+        serde_json::json!(["current", "pending"])
+    );
+    assert_eq!(states("fw-1")["states"], serde_json::json!(["previous"]));
+    assert_eq!(states("fw")["states"], serde_json::json!(["failsafe"]));
+    assert_eq!(states("fw")["below_floor"], true);
+    assert_eq!(states("fw-1")["below_floor"], false);
+    // The fields that were there before stay.
+    for key in [
+        "dir",
+        "name",
+        "version",
+        "security_version",
+        "created",
+        "size",
+        "shared_bytes",
+        "links",
+        "verified",
+    ] {
+        assert!(states("fw-1").get(key).is_some(), "{key}");
+    }
+    for key in [
+        "target",
+        "current",
+        "previous",
+        "failsafe",
+        "current_is_directory",
+        "staging",
+        "transaction",
+    ] {
+        assert!(status.get(key).is_some(), "{key}");
+    }
+
+    let text = String::from_utf8(ok(t.switch(&["status"]))).unwrap();
+    for want in [
+        "security floor 2",
+        "current   fw-2 (pending)",
+        "previous  fw-1",
+        "failsafe  fw (below the security floor)",
+        "fw-switch commit",
+        "fw-switch recover",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    let row = |dir: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(dir))
+            .unwrap_or_else(|| panic!("{dir} in:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        row("fw-2").contains("v3") && row("fw-2").contains("current, pending"),
+        "{text}"
+    );
+    assert!(
+        row("fw").contains("v1") && row("fw").contains("failsafe"),
+        "{text}"
+    );
+
+    // Committed: nothing pending, no advice.
+    ok(t.switch(&["commit"]));
+    let text = String::from_utf8(ok(t.switch(&["status"]))).unwrap();
+    assert!(!text.contains("pending"), "{text}");
+    assert_eq!(t.status_json()["pending"], serde_json::Value::Null);
 }

@@ -62,22 +62,53 @@ fn a_signature_that_expired_is_refused_but_not_by_a_clock_behind_it() {
     std::fs::create_dir(&keyring).unwrap();
     gpg.export_cert(&fpr, &keyring.join("vendor.asc"));
     // A signature valid for one day.
+    let tar_gz = without_proof(&tar_gz).to_vec();
     let signed = gpg.ok(
-        &["--sign", "--default-sig-expire", "1d", "--local-user", &fpr],
+        &[
+            "--sign",
+            "--compress-algo",
+            "none",
+            "--default-sig-expire",
+            "1d",
+            "--local-user",
+            &fpr,
+        ],
         &tar_gz,
     );
 
     let mut today = fw("fw-unseal");
     today.arg("--keyring").arg(&keyring);
-    assert_eq!(ok(run(&mut today, &signed)), tar_gz);
+    let unsealed = ok(run(&mut today, &signed));
+    assert_eq!(without_proof(&unsealed), tar_gz);
 
     let mut in_1970 = faketime("1970-01-01 00:00:10");
     in_1970.arg("--keyring").arg(&keyring);
     assert_eq!(
-        ok(run(&mut in_1970, &signed)),
+        without_proof(&ok(run(&mut in_1970, &signed))),
         tar_gz,
         "a clock behind the signature is not trusted"
     );
+    // fw-unpack judges fw-unseal's proof by the same rule (the manifest
+    // inside is signed by the other vendor key).
+    std::fs::copy(&keys.vendor_cert, keyring.join("manifest-signer.asc")).unwrap();
+    let target = tmp.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    for (clock, code) in [("1970-01-01 00:00:10", 0), ("+7days", 4)] {
+        let mut unpack = Command::new("faketime");
+        unpack
+            .arg(clock)
+            .arg(bin("fw-unpack"))
+            .arg("--keyring")
+            .arg(&keyring)
+            .arg("--target")
+            .arg(&target);
+        let out = run(&mut unpack, &unsealed);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{clock}: {stderr}");
+        if code != 0 {
+            assert!(stderr.contains("expired"), "{clock}: {stderr}");
+        }
+    }
 
     let mut next_week = faketime("+7days");
     next_week.arg("--keyring").arg(&keyring);

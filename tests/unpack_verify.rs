@@ -38,16 +38,22 @@ impl Setup {
             fw("fw-unseal").arg("--keyring").arg(&self.keys.keyring),
             package,
         ));
-        let out = ok(run(
-            fw("fw-unpack").arg("--target").arg(&self.target),
-            &tar_gz,
-        ));
+        let out = ok(run(&mut self.unpack_cmd(), &tar_gz));
         let path = String::from_utf8(out).unwrap();
         assert!(
             path.ends_with('\n') && path.lines().count() == 1,
             "one line: {path:?}"
         );
         PathBuf::from(path.trim_end())
+    }
+
+    fn unpack_cmd(&self) -> Command {
+        let mut cmd = fw("fw-unpack");
+        cmd.arg("--keyring")
+            .arg(&self.keys.keyring)
+            .arg("--target")
+            .arg(&self.target);
+        cmd
     }
 
     fn verify(&self, path: &Path, extra: &[&str]) -> std::process::Output {
@@ -448,10 +454,12 @@ fn an_upgrade_cut_inside_a_linked_file_is_refused_and_leaves_nothing() {
     std::fs::rename(&v1, &installed).unwrap();
 
     std::fs::write(tree.join("a-changes"), "version 2\n").unwrap();
-    let tar_gz = ok(run(
+    let unsealed = ok(run(
         fw("fw-unseal").arg("--keyring").arg(&s.keys.keyring),
         &s.pack(&tree, &["--version", "2"]),
     ));
+    // The tar.gz between fw-unseal's announcement and proof.
+    let (head, tar_gz, _) = split_proof(&unsealed);
     let staging = s.target.join(".fw/staging");
     let staged = |dir: &Path| -> Vec<PathBuf> {
         let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -475,10 +483,7 @@ fn an_upgrade_cut_inside_a_linked_file_is_refused_and_leaves_nothing() {
     }
     assert!(cuts.len() >= 9, "the stream has at least 6 members");
     for cut in cuts {
-        let out = run(
-            fw("fw-unpack").arg("--target").arg(&s.target),
-            &tar_gz[..cut],
-        );
+        let out = run(&mut s.unpack_cmd(), &unsealed[..head.len() + cut]);
         assert!(out.stdout.is_empty(), "cut at {cut} of {n}: printed a path");
         fails_with(out, 5);
         assert_eq!(

@@ -3,18 +3,25 @@
 //! power cut, a `kill -9` or a full disk interrupted.
 //!
 //! The journal is replaced atomically at each phase change (write a
-//! temporary file, fsync, rename, fsync the directory). No journal means
-//! no transaction: the target is as its links say.
+//! temporary file, fsync, rename, fsync the directory: [`crate::atomic`]).
+//! No journal means no transaction: the target is as its links say.
+//!
+//! A version on probation (`pending`) stays on probation until another
+//! version has actually been switched to, or it is committed: a
+//! transaction that begins while one is pending carries it along
+//! (`probation`), and undoing that transaction before its switch puts it
+//! back.
 //!
 //! ```text
 //!             begin                 fw-fixate                hooks ok
 //!  (none) ─────────▶ unpacking ─▶ fixating ─▶ fixated ─▶ pre-install
 //!                      │             │           │           │
 //!                      └─────────────┴───────────┴───────────┴──▶ undo: remove NEW
+//!                                                                  (pending stays pending)
 //!  pre-install ─▶ switching ─▶ post-install ─▶ pending ──commit──▶ (none)
 //!                    │              │             │ N boots
 //!                    └──────────────┴─────────────┴──▶ rolling-back ─▶ (none)
-//!                 (current = NEW)                       previous, else failsafe
+//!                 (current = NEW)                       NEW failed; previous, else failsafe
 //! ```
 
 use std::path::Path;
@@ -86,6 +93,10 @@ pub struct Journal {
     /// Seconds since the epoch: when it began, when it last changed.
     pub started: u64,
     pub updated: u64,
+    /// The pending journal this transaction began over: restored if the
+    /// transaction is undone before its switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Box<Journal>>,
 }
 
 fn now() -> u64 {
@@ -96,15 +107,42 @@ fn now() -> u64 {
 }
 
 impl Journal {
-    pub fn begin(from: Option<String>) -> Journal {
+    /// Begins a transaction from the version `from` (a directory name)
+    /// and saves it. A pending version's probation is carried along; any
+    /// other transaction in flight must be recovered first.
+    pub fn begin(target: &Path, from: Option<String>) -> Result<Journal> {
+        let probation = match Journal::load(target)? {
+            None => None,
+            Some(pending) if pending.phase == Phase::Pending => Some(Box::new(pending)),
+            Some(other) => {
+                return Err(Error::failed(format!(
+                    "a transaction is in flight in {} (phase {}): run fw-switch recover first",
+                    target.display(),
+                    other.phase.as_str()
+                )))
+            }
+        };
         let t = now();
-        Journal {
+        let mut journal = Journal {
             phase: Phase::Unpacking,
             from,
             to: None,
             boots: 0,
             started: t,
             updated: t,
+            probation,
+        };
+        journal.save(target)?;
+        Ok(journal)
+    }
+
+    /// The version on probation, if any: this journal's `to` when it is
+    /// pending, else the pending version it began over.
+    pub fn pending(&self) -> Option<&Journal> {
+        match (&self.phase, &self.probation) {
+            (Phase::Pending, _) => Some(self),
+            (_, Some(pending)) => Some(pending),
+            _ => None,
         }
     }
 
@@ -130,22 +168,23 @@ impl Journal {
         self.updated = now();
         let dir = crate::target::state_dir(target);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        let tmp = dir.join(format!(".{JOURNAL}.tmp"));
-        let path = dir.join(JOURNAL);
         let mut json = serde_json::to_vec_pretty(self).expect("a journal serializes");
         json.push(b'\n');
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(format!("journal {}", path.display()), e)
-        })?;
-        crate::target::sync_dir(&dir)
+        crate::atomic::write(&dir, JOURNAL, &json)
+            .map_err(|e| e.context(format!("journal {}", dir.join(JOURNAL).display())))
+    }
+
+    /// Ends a transaction that was undone before its switch, with
+    /// `current` (a directory name) the version current now: a pending
+    /// version it began over goes back on probation if it is still
+    /// current; otherwise nothing is left in flight.
+    pub fn undone(self, target: &Path, current: Option<&str>) -> Result<()> {
+        match self.probation {
+            Some(mut pending) if pending.to.as_deref() == current && current.is_some() => {
+                pending.save(target)
+            }
+            _ => Journal::clear(target),
+        }
     }
 
     /// Ends the transaction: removes the journal, durably.
@@ -166,6 +205,11 @@ impl Journal {
             if let Some(to) = to {
                 journal.to = Some(to.to_string());
             }
+            if phase == Phase::Pending {
+                // The new version was switched to: its probation replaces
+                // any other.
+                journal.probation = None;
+            }
             journal.save(target)?;
         }
         Ok(())
@@ -180,9 +224,7 @@ mod tests {
     fn saves_loads_advances_and_clears() {
         let target = tempfile::tempdir().unwrap();
         assert_eq!(Journal::load(target.path()).unwrap(), None);
-        Journal::begin(Some("fw".into()))
-            .save(target.path())
-            .unwrap();
+        Journal::begin(target.path(), Some("fw".into())).unwrap();
         Journal::advance(target.path(), Phase::Fixated, Some("fw-1")).unwrap();
         let journal = Journal::load(target.path()).unwrap().unwrap();
         assert_eq!(
@@ -200,6 +242,55 @@ mod tests {
         // Advancing with no transaction in flight does nothing.
         Journal::advance(target.path(), Phase::Pending, None).unwrap();
         assert_eq!(Journal::load(target.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_transaction_begun_over_a_pending_version_keeps_its_probation() {
+        let target = tempfile::tempdir().unwrap();
+        let t = target.path();
+        Journal::begin(t, Some("fw".into())).unwrap();
+        Journal::advance(t, Phase::Pending, Some("fw-1")).unwrap();
+        let mut pending = Journal::load(t).unwrap().unwrap();
+        pending.boots = 2;
+        pending.save(t).unwrap();
+
+        // Undone before its switch: fw-1 is pending again, boots kept.
+        let journal = Journal::begin(t, Some("fw-1".into())).unwrap();
+        assert_eq!(journal.pending().unwrap().to.as_deref(), Some("fw-1"));
+        Journal::advance(t, Phase::Fixated, Some("fw-2")).unwrap();
+        Journal::load(t)
+            .unwrap()
+            .unwrap()
+            .undone(t, Some("fw-1"))
+            .unwrap();
+        let back = Journal::load(t).unwrap().unwrap();
+        assert_eq!(
+            (back.phase, back.to.as_deref(), back.boots),
+            (Phase::Pending, Some("fw-1"), 2)
+        );
+
+        // Switched to another version: the old probation is gone.
+        Journal::begin(t, Some("fw-1".into())).unwrap();
+        Journal::advance(t, Phase::Pending, Some("fw-2")).unwrap();
+        let now = Journal::load(t).unwrap().unwrap();
+        assert_eq!((now.to.as_deref(), now.boots), (Some("fw-2"), 0));
+        assert!(now.probation.is_none());
+        // Undone while current is another version: nothing left.
+        Journal::begin(t, Some("fw".into())).unwrap();
+        Journal::load(t)
+            .unwrap()
+            .unwrap()
+            .undone(t, Some("fw"))
+            .unwrap();
+        assert_eq!(Journal::load(t).unwrap(), None);
+    }
+
+    #[test]
+    fn a_transaction_in_flight_must_be_recovered_before_another_begins() {
+        let target = tempfile::tempdir().unwrap();
+        Journal::begin(target.path(), None).unwrap();
+        let err = Journal::begin(target.path(), None).unwrap_err();
+        assert!(err.message.contains("fw-switch recover"), "{}", err.message);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! signatures, and stderr logging.
 
 pub mod archive;
+pub mod atomic;
 pub mod cli;
 pub mod error;
+pub mod floor;
 pub mod framing;
 pub mod http;
 pub mod journal;
@@ -13,6 +15,7 @@ pub mod lock;
 pub mod log;
 pub mod manifest;
 pub mod progress;
+pub mod proof;
 pub mod retry;
 pub mod target;
 pub mod trust;

@@ -28,6 +28,14 @@ pub const FW_DIR: &str = ".fw";
 pub const MANIFEST_PATH: &str = ".fw/manifest.json";
 pub const SIGNATURE_PATH: &str = ".fw/manifest.sig";
 
+/// The largest manifest fw-unpack reads (its raw JSON): about 35,000
+/// entries; a 10,000-file root filesystem's manifest is about 2.7 MiB.
+/// fw-sign refuses to pack a tree whose manifest would be larger.
+pub const MAX_JSON: u64 = 8 << 20;
+
+/// The longest path component a Linux file system holds (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
 /// The manifest's format version that fw-sign writes.
 pub const FORMAT: u32 = 2;
 /// The oldest format still read (no `mtime`, no `gz`).
@@ -151,6 +159,22 @@ impl Manifest {
             .map_err(|e| Error::invalid(format!("{MANIFEST_PATH} is malformed: {e}")))?;
         manifest.validate()?;
         Ok(manifest)
+    }
+
+    /// As [`Manifest::from_json`], reading the JSON from `reader` (a
+    /// file), so that its bytes are not held beside the manifest.
+    pub fn from_reader(reader: impl Read) -> Result<Manifest> {
+        let manifest: Manifest = serde_json::from_reader(reader)
+            .map_err(|e| Error::invalid(format!("{MANIFEST_PATH} is malformed: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The index of `path` among the entries (sorted by [`path_order`]).
+    pub fn position(&self, path: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| path_order(&e.path, path))
+            .ok()
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -309,10 +333,18 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A manifest path is `.` or a relative path of normal components.
+/// A manifest path is `.` or a relative path of normal components, none
+/// longer than a file name may be.
 pub fn validate_path(path: &str) -> Result<()> {
     if path == "." {
         return Ok(());
+    }
+    if let Some(long) = path.split('/').find(|c| c.len() > NAME_MAX) {
+        return Err(Error::invalid(format!(
+            "entry path {path:?} has a component of {} bytes, more than a file name may have \
+             ({NAME_MAX}, NAME_MAX): no device can hold it; rename {long:.40}…",
+            long.len()
+        )));
     }
     let bad = path.is_empty()
         || path.starts_with('/')
@@ -444,6 +476,10 @@ mod tests {
         ] {
             assert!(validate_path(path).is_err(), "{path}");
         }
+        let long = format!("a/{}", "n".repeat(NAME_MAX + 1));
+        let err = validate_path(&long).unwrap_err();
+        assert!(err.message.contains("NAME_MAX"), "{}", err.message);
+        assert!(validate_path(&format!("a/{}", "n".repeat(NAME_MAX))).is_ok());
         for name in ["current", ".hidden", "a/b", ""] {
             assert!(validate_name(name).is_err(), "{name}");
         }

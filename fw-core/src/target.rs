@@ -43,33 +43,38 @@ pub const FAILSAFE: &str = "failsafe";
 pub struct Installed {
     pub dir: PathBuf,
     pub manifest: crate::manifest::Manifest,
+    /// The BLAKE3 of its manifest's bytes: equal digests, identical versions.
+    pub digest: String,
+}
+
+impl Installed {
+    /// The version in `dir`, if it has a readable manifest.
+    pub fn read(dir: &Path) -> Option<Installed> {
+        let json = std::fs::read(dir.join(crate::manifest::MANIFEST_PATH)).ok()?;
+        let manifest = crate::manifest::Manifest::from_json(&json).ok()?;
+        Some(Installed {
+            dir: dir.to_path_buf(),
+            manifest,
+            digest: crate::manifest::Manifest::digest(&json),
+        })
+    }
 }
 
 /// Every installed version of the target, by directory name. Directories
 /// without a readable manifest (e.g. a tree adopted from a hand-made
 /// device) are left out.
 pub fn installed_versions(target: &Path) -> Vec<Installed> {
-    let mut versions = Vec::new();
     let Ok(dir) = std::fs::read_dir(target) else {
-        return versions;
+        return Vec::new();
     };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let is_version_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
-            && !name.to_string_lossy().starts_with('.');
-        if !is_version_dir {
-            continue;
-        }
-        let path = entry.path();
-        if let Ok(json) = std::fs::read(path.join(crate::manifest::MANIFEST_PATH)) {
-            if let Ok(manifest) = crate::manifest::Manifest::from_json(&json) {
-                versions.push(Installed {
-                    dir: path,
-                    manifest,
-                });
-            }
-        }
-    }
+    let mut versions: Vec<Installed> = dir
+        .flatten()
+        .filter(|entry| {
+            entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                && !entry.file_name().to_string_lossy().starts_with('.')
+        })
+        .filter_map(|entry| Installed::read(&entry.path()))
+        .collect();
     versions.sort_by(|a, b| a.dir.cmp(&b.dir));
     versions
 }

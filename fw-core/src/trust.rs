@@ -14,6 +14,13 @@
 //! max(device clock, signature creation time). A hard revocation (key
 //! compromised, or no reason given) rejects every signature of that key,
 //! whenever it was made.
+//!
+//! The helper also bounds what a message may make a reader do before any
+//! signature is checked: no compression layer (fw packages have none, and
+//! one is a bomb), at most [`MAX_SESSION_KEYS`] session key packets, at
+//! most [`MAX_SIGNATURES`] signatures and [`MAX_OTHER_PACKETS`] other
+//! packets, and decryption attempts only with keys a session key names,
+//! plus a few anonymous ones.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,14 +28,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openpgp::cert::prelude::*;
 use openpgp::crypto::SessionKey;
-use openpgp::packet::{PKESK, SKESK};
+use openpgp::packet::{OnePassSig, Signature, PKESK, SKESK};
 use openpgp::parse::stream::{
     DecryptionHelper, GoodChecksum, MessageLayer, MessageStructure, VerificationError,
     VerificationHelper,
 };
+use openpgp::parse::PacketParser;
 use openpgp::policy::{Policy as _, StandardPolicy};
 use openpgp::types::SymmetricAlgorithm;
-use openpgp::{Cert, KeyHandle};
+use openpgp::{Cert, KeyHandle, Packet};
 use sequoia_openpgp as openpgp;
 
 use crate::error::Error;
@@ -39,6 +47,24 @@ use crate::keyring::Keyring;
 pub fn verification_time() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u32::MAX as u64)
 }
+
+/// The most session key packets (PKESK and SKESK) a message may have:
+/// a package encrypted to this many devices at once is refused, and a
+/// message cannot make the reader collect more.
+pub const MAX_SESSION_KEYS: usize = 4096;
+/// The most anonymous (wildcard) PKESKs tried: each costs a decryption
+/// with every secret key of the keyring.
+pub const MAX_ANONYMOUS: usize = 4;
+/// The most decryptions tried in all: one device key is named once per
+/// package, so a message naming it thousands of times gets this many.
+pub const MAX_ATTEMPTS: usize = 16;
+/// The most one-pass signatures, and signatures, a message may have (fw
+/// signs once; each one-pass signature costs a hash of all the data).
+pub const MAX_SIGNATURES: usize = 8;
+
+/// The most other packets (markers, literal data, encryption containers)
+/// a message may have: an fw package has two or three.
+pub const MAX_OTHER_PACKETS: usize = 64;
 
 /// Who made the signature that passed.
 #[derive(Debug, Clone)]
@@ -72,6 +98,14 @@ pub struct Outcome {
     pub failure: Option<Error>,
     /// The device key that decrypted the message.
     pub decrypted_with: Option<String>,
+    /// The one-pass signature packets, in message order.
+    pub one_pass: Vec<OnePassSig>,
+    /// The signatures that passed the rule.
+    pub good: Vec<Signature>,
+    /// Session key and signature packets counted so far.
+    session_keys: usize,
+    signatures: usize,
+    packets: usize,
 }
 
 impl Outcome {
@@ -79,6 +113,8 @@ impl Outcome {
     /// builder: the rule's own verdict when it gave one.
     pub fn error_for(&mut self, err: impl std::fmt::Display) -> Error {
         self.failure.take().unwrap_or_else(|| {
+            // One line: sequoia's messages may span several.
+            let err = err.to_string().replace('\n', "; ");
             Error::security(format!(
                 "the package did not verify ({err}): it is truncated, corrupt or tampered \
                  with; fetch it again from your vendor"
@@ -110,7 +146,10 @@ impl<'k> TrustHelper<'k> {
     }
 
     fn refuse(&mut self, message: String) -> anyhow::Error {
-        let err = Error::security(message);
+        self.refuse_with(Error::security(message))
+    }
+
+    fn refuse_with(&mut self, err: Error) -> anyhow::Error {
         let copy = anyhow::anyhow!(err.message.clone());
         self.outcome.borrow_mut().failure = Some(err);
         copy
@@ -143,6 +182,57 @@ impl<'k> TrustHelper<'k> {
 }
 
 impl VerificationHelper for TrustHelper<'_> {
+    /// Sees every packet as it is parsed, before its content is read.
+    fn inspect(&mut self, pp: &PacketParser) -> openpgp::Result<()> {
+        let mut outcome = self.outcome.borrow_mut();
+        let refusal = match &pp.packet {
+            Packet::CompressedData(_) => Some(Error::security(
+                "the package has an OpenPGP compression layer, which fw packages never have \
+                 (a decompression bomb, or signed without --compress-algo none): refusing it",
+            )),
+            Packet::PKESK(_) | Packet::SKESK(_) => {
+                outcome.session_keys += 1;
+                (outcome.session_keys > MAX_SESSION_KEYS).then(|| {
+                    Error::invalid(format!(
+                        "the package has more than {MAX_SESSION_KEYS} session key packets: \
+                         not an fw package"
+                    ))
+                })
+            }
+            Packet::OnePassSig(ops) => {
+                outcome.one_pass.push(ops.clone());
+                (outcome.one_pass.len() > MAX_SIGNATURES).then(|| {
+                    Error::invalid(format!(
+                        "the package has more than {MAX_SIGNATURES} one-pass signatures: \
+                         not an fw package"
+                    ))
+                })
+            }
+            Packet::Signature(_) => {
+                outcome.signatures += 1;
+                (outcome.signatures > MAX_SIGNATURES).then(|| {
+                    Error::invalid(format!(
+                        "the package has more than {MAX_SIGNATURES} signatures: not an fw package"
+                    ))
+                })
+            }
+            _ => {
+                outcome.packets += 1;
+                (outcome.packets > MAX_OTHER_PACKETS).then(|| {
+                    Error::invalid(format!(
+                        "the package has more than {MAX_OTHER_PACKETS} packets besides its \
+                         session keys and signatures: not an fw package"
+                    ))
+                })
+            }
+        };
+        drop(outcome);
+        match refusal {
+            Some(err) => Err(self.refuse_with(err)),
+            None => Ok(()),
+        }
+    }
+
     fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
         Ok(self.keyring.signers.clone())
     }
@@ -165,6 +255,7 @@ impl VerificationHelper for TrustHelper<'_> {
                     Ok(GoodChecksum { sig, ka }) => {
                         if Self::alive_for_device(sig) {
                             good = Some(self.signer_of(&ka, sig));
+                            self.outcome.borrow_mut().good.push(sig.clone());
                         } else {
                             problems.push(format!(
                                 "the signature by {} has expired",
@@ -181,6 +272,7 @@ impl VerificationHelper for TrustHelper<'_> {
                             && self.policy.signature(sig, Default::default()).is_ok();
                         if only_expired && Self::alive_for_device(sig) {
                             good = Some(self.signer_of(&ka, sig));
+                            self.outcome.borrow_mut().good.push(sig.clone());
                         } else if only_expired {
                             problems.push(format!(
                                 "the signature by {} has expired",
@@ -253,15 +345,30 @@ impl DecryptionHelper for TrustHelper<'_> {
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> openpgp::Result<Option<Cert>> {
         // Keys are not judged by the device clock here either: any secret
-        // subkey of the device's own key may decrypt.
+        // subkey of the device's own key may decrypt. Only keys a PKESK
+        // names are tried, and a bounded number of anonymous PKESKs and
+        // attempts: each attempt is a public-key operation.
+        let mut anonymous = 0;
+        let mut attempts = 0;
         for pkesk in pkesks {
+            let recipient = pkesk.recipient();
+            if recipient.is_none() {
+                anonymous += 1;
+                if anonymous > MAX_ANONYMOUS {
+                    continue;
+                }
+            }
             for cert in &self.keyring.secret_keys {
                 for ka in cert.keys().unencrypted_secret() {
-                    if let Some(recipient) = pkesk.recipient() {
+                    if let Some(recipient) = &recipient {
                         if !recipient.aliases(ka.key().key_handle()) {
                             continue;
                         }
                     }
+                    if attempts == MAX_ATTEMPTS {
+                        break;
+                    }
+                    attempts += 1;
                     let Ok(mut pair) = ka.key().clone().into_keypair() else {
                         continue;
                     };
@@ -277,14 +384,19 @@ impl DecryptionHelper for TrustHelper<'_> {
         }
         let recipients: Vec<String> = pkesks
             .iter()
+            .take(8)
             .map(|p| {
                 p.recipient()
                     .map(|r| r.to_hex())
                     .unwrap_or_else(|| "anonymous".into())
             })
             .collect();
+        let more = match pkesks.len().saturating_sub(recipients.len()) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         Err(self.refuse(format!(
-            "the package is encrypted for {}, and the keyring {} has no secret key for it: \
+            "the package is encrypted for {}{more}, and the keyring {} has no secret key for it: \
              install this device's key there, or ask for a package encrypted to this device",
             recipients.join(", "),
             self.keyring.source.display()
@@ -308,6 +420,16 @@ pub fn looks_like_openpgp(prefix: &[u8]) -> bool {
 
 /// Verifies a detached signature over `data` by the rule above.
 pub fn verify_detached(keyring: &Keyring, signature: &[u8], data: &[u8]) -> Result<Signer, Error> {
+    verify_detached_reader(keyring, signature, data)
+}
+
+/// Verifies a detached signature over what `data` reads, by the rule
+/// above, without holding the data.
+pub fn verify_detached_reader<R: std::io::Read + Send + Sync>(
+    keyring: &Keyring,
+    signature: &[u8],
+    data: R,
+) -> Result<Signer, Error> {
     use openpgp::parse::stream::DetachedVerifierBuilder;
     use openpgp::parse::Parse;
 
@@ -319,7 +441,7 @@ pub fn verify_detached(keyring: &Keyring, signature: &[u8], data: &[u8]) -> Resu
     let policy = StandardPolicy::new();
     let result = DetachedVerifierBuilder::from_bytes(signature)
         .and_then(|builder| builder.with_policy(&policy, verification_time(), helper))
-        .and_then(|mut verifier| verifier.verify_bytes(data));
+        .and_then(|mut verifier| verifier.verify_reader(data));
     let mut outcome = outcome.borrow_mut();
     match result {
         Ok(()) => outcome

@@ -12,7 +12,8 @@ use clap::Parser;
 /// version become hard links to it, so a version costs only what changed.
 /// The tree is made durable, then moved to TARGET/NAME (NAME-1, NAME-2, …
 /// when taken) by one rename: it never appears there incomplete. Refuses
-/// a tree that fw-verify did not verify (exit 5).
+/// a tree that fw-verify did not verify (exit 5), and one whose manifest
+/// is identical to an installed version's (exit 5) unless --reinstall.
 ///
 /// Example:
 ///   fw-unseal < rootfs.fw | fw-unpack | fw-verify | fw-fixate
@@ -30,6 +31,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "3600",
           value_parser = fw_core::cli::parse_duration)]
     pub wait: Option<std::time::Duration>,
+    /// Install the tree even if an identical version (same manifest) is
+    /// installed already, as a new NAME-N directory.
+    #[arg(long)]
+    pub reinstall: bool,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
 }

@@ -12,6 +12,10 @@
 //!    `NAME-1`, `NAME-2`, …) with one rename(2) that never replaces, and
 //!    makes that directory entry durable (fsync of the target).
 //!
+//! A tree whose manifest is identical (same bytes, so same name, version
+//! and content) to an installed version's is refused (exit 5) unless
+//! `reinstall`: installing it again would only make a NAME-1 copy of it.
+//!
 //! A crash before the rename leaves the tree in `.fw/staging`, which
 //! `fw-switch clean` and `fw-switch recover` remove; the version never
 //! appears under its final name incomplete.
@@ -134,8 +138,32 @@ fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
     )))
 }
 
-/// Fixates the verified staging tree `tree` into `target`.
-pub fn fixate(tree: &Path, target: &Path) -> Result<Fixated> {
+/// Refuses a tree identical to an installed version.
+fn refuse_reinstall(tree: &Path, target: &Path, manifest: &Manifest) -> Result<()> {
+    let Some(new) = fw_core::target::Installed::read(tree) else {
+        return Ok(());
+    };
+    match fw_core::target::installed_versions(target)
+        .into_iter()
+        .find(|v| v.digest == new.digest)
+    {
+        Some(same) => {
+            let dir = same.dir.file_name().unwrap_or_default().to_string_lossy();
+            Err(Error::invalid(format!(
+                "{} {} is installed already as {dir} in {} (identical manifest): nothing \
+                 changed; `fw-switch to {dir}` makes it current, --reinstall installs it again",
+                manifest.name,
+                manifest.version,
+                target.display()
+            )))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Fixates the verified staging tree `tree` into `target`; with
+/// `reinstall`, also a tree identical to an installed version.
+pub fn fixate(tree: &Path, target: &Path, reinstall: bool) -> Result<Fixated> {
     let tree = tree
         .canonicalize()
         .map_err(|e| Error::io(tree.display(), e))?;
@@ -149,6 +177,9 @@ pub fn fixate(tree: &Path, target: &Path) -> Result<Fixated> {
         )));
     }
     let manifest = verified_manifest(&tree)?;
+    if !reinstall {
+        refuse_reinstall(&tree, &target, &manifest)?;
+    }
     let mut out = Fixated::default();
     share(&tree, &manifest, &SharedFiles::of_target(&target), &mut out)?;
 

@@ -10,7 +10,7 @@ fn run(cli: Cli) -> Result<()> {
     let target = fw_core::target::resolve(cli.target.as_deref());
     let wait = cli.wait;
     let _lock = fw_core::lock::acquire(&target, wait)?;
-    let fixated = fw_fixate::fixate(&path, &target)?;
+    let fixated = fw_fixate::fixate(&path, &target, cli.reinstall)?;
     note!(
         "installed {}: shared {} files ({} bytes) with installed versions, wrote {} files ({} bytes)",
         fixated.path.display(),

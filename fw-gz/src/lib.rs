@@ -15,12 +15,15 @@
 //! at 1 MiB blocks. The output depends only on the input and the level,
 //! never on the number of threads, so packing stays reproducible.
 //!
-//! A stream without the subfield (another gzip tool, or a member that
-//! does not carry it) is inflated the ordinary way, on one thread, from
-//! that member on: fw-unpack accepts exactly the gzip streams it accepted
-//! before, and still requires every member's trailer and then EOF.
+//! A member without the subfield (another gzip tool) is inflated the
+//! ordinary way, on one thread: fw-unpack accepts any gzip stream, and
+//! still requires every member's trailer and then EOF.
 //!
-//! Two more subfields serve HTTP Range deltas (fw-fetch):
+//! fw-unseal frames the stream with two empty members carrying its proof
+//! (see [`signed`]); the reader hands their payloads and the raw bytes
+//! between to a [`RawObserver`], from the thread that reads the stream.
+//!
+//! Three more subfields serve HTTP Range deltas (fw-fetch):
 //! - `F` `B` (8 bytes, little-endian), in the first member of a package
 //!   only: the length of the members that hold the manifest and its
 //!   signature, i.e. where the tree's members begin, so that a device can
@@ -30,20 +33,23 @@
 //!   one: a count (u32), then per chunk its members' length and its length
 //!   (u32 each) and the first 16 bytes of its BLAKE3, so that a device
 //!   fetches only the chunks its installed manifests do not have.
-//! - `F` `H` (8 bytes, "held"): an *omitted* member, written by fw-fetch in place
-//!   of a file's data that the device already holds. It is empty and
+//! - `F` `H` (8 bytes, "held"): an *omitted* member, written by fw-fetch in
+//!   place of a file's data that the device already holds. It is empty and
 //!   stands for that many bytes, which may be skipped (fw-unpack links the
 //!   file from an installed version) but never read: reading them is an
 //!   error, so omitted data is never silently taken for content. Only a
 //!   reader made with [`GzReader::accepting_omitted`] accepts them at all.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::{Compression, Crc, Decompress, FlushDecompress, Status};
+
+mod signed;
+pub use signed::{tagged_member, ProofLayout, RawObserver, ANNOUNCE, MAX_PAYLOAD, PROOF};
 
 /// Bytes read from a member before the next ones are inflated ahead.
 const PREFETCH_AFTER: usize = 16 << 10;
@@ -71,7 +77,8 @@ const OMITTED: [u8; 2] = *b"FH";
 const HEADER_LEN: usize = 20;
 const FEXTRA: u8 = 0x04;
 
-fn threads() -> usize {
+/// One inflating thread per core (at most 16).
+pub fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -532,11 +539,14 @@ struct Member {
     at: u64,
 }
 
-/// A member header read off the stream: its bytes, and what its
-/// subfields say if it is one of fw's.
+/// A member header read off the stream: its bytes, and what fw put in
+/// its extra field.
 struct Header {
     bytes: Vec<u8>,
+    /// What its subfields say, if it is one of fw's members (`FW`).
     info: Option<MemberInfo>,
+    /// The subfield and payload of a member carrying fw-unseal's proof.
+    tagged: Option<([u8; 2], Vec<u8>)>,
 }
 
 /// Reads a member header if it is one of fw's: the fixed part, and with
@@ -545,13 +555,35 @@ struct Header {
 fn read_header(input: &mut impl Read) -> io::Result<Header> {
     let mut bytes = Vec::new();
     let n = read_up_to(input, 12, &mut bytes)?;
-    if n < 12 || bytes[..3] != [0x1f, 0x8b, 8] || bytes[3] & FEXTRA == 0 {
-        return Ok(Header { bytes, info: None });
+    let mut header = Header {
+        bytes,
+        info: None,
+        tagged: None,
+    };
+    if n < 12 || header.bytes[..3] != [0x1f, 0x8b, 8] || header.bytes[3] & FEXTRA == 0 {
+        return Ok(header);
     }
-    let xlen = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
-    read_up_to(input, xlen, &mut bytes)?;
-    let info = member_info(&bytes);
-    Ok(Header { bytes, info })
+    let xlen = u16::from_le_bytes([header.bytes[10], header.bytes[11]]) as usize;
+    let n = read_up_to(input, xlen, &mut header.bytes)?;
+    // Name, comment or header CRC after the extra field: not fw's shape.
+    let plain = header.bytes[3] & !FEXTRA == 0 && n == xlen;
+    if !plain {
+        return Ok(header);
+    }
+    header.info = member_info(&header.bytes);
+    let mut rest = &header.bytes[12..];
+    while rest.len() >= 4 {
+        let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
+        if rest.len() < 4 + len {
+            break;
+        }
+        let id = [rest[0], rest[1]];
+        if id == ANNOUNCE || id == PROOF {
+            header.tagged = Some((id, rest[4..4 + len].to_vec()));
+        }
+        rest = &rest[4 + len..];
+    }
+    Ok(header)
 }
 
 /// Hands pieces to the reader in batches: small members one at a time
@@ -589,9 +621,14 @@ impl Batcher {
 }
 
 /// The splitting thread: cuts fw members off the stream and hands them
-/// over whole; from the first other member on, inflates the rest itself
-/// with an ordinary multi-member decoder.
-fn split<R: Read>(input: R, order: SyncSender<Vec<Piece>>, accept_omitted: bool) {
+/// over whole; inflates any other member itself; shows `observer` the raw
+/// bytes between fw-unseal's proof members.
+fn split<R: Read>(
+    input: R,
+    order: SyncSender<Vec<Piece>>,
+    mut observer: Option<Box<dyn RawObserver>>,
+    accept_omitted: bool,
+) {
     let mut order = Batcher {
         order,
         batch: Vec::new(),
@@ -617,11 +654,57 @@ fn split<R: Read>(input: R, order: SyncSender<Vec<Piece>>, accept_omitted: bool)
             order.send(Piece::End);
             return;
         }
-        let Some(info) = header.info else {
-            if !order.flush() {
-                return;
+        if let Some((id, payload)) = &header.tagged {
+            if let Err(e) = signed::finish_tagged(&mut input, at) {
+                return send_error(&mut order, e);
             }
-            return inflate_rest(header.bytes, input, at, &order.order);
+            if *id == ANNOUNCE {
+                if at != 0 {
+                    return send_error(
+                        &mut order,
+                        signed::layout_error(format!(
+                            "gzip member at byte {at}: an announcement of fw-unseal's proof \
+                             after the start of the stream"
+                        )),
+                    );
+                }
+                if let Some(observer) = observer.as_mut() {
+                    observer.announce(payload);
+                }
+                at += (header.bytes.len() + 10) as u64;
+                continue;
+            }
+            // The proof: the stream must end here.
+            match input.fill_buf() {
+                Ok([]) => {}
+                Ok(_) => {
+                    return send_error(
+                        &mut order,
+                        signed::layout_error(format!(
+                            "bytes follow fw-unseal's proof (gzip member at byte {at}): the \
+                             stream was altered after fw-unseal"
+                        )),
+                    )
+                }
+                Err(e) => return send_error(&mut order, e),
+            }
+            if let Some(observer) = observer.as_mut() {
+                observer.proof(payload);
+            }
+            order.send(Piece::End);
+            return;
+        }
+        let Some(info) = header.info else {
+            if let Some(observer) = observer.as_mut() {
+                observer.data(&header.bytes);
+            }
+            match inflate_one(header.bytes, &mut input, &mut observer, at, &mut order) {
+                Some(len) => {
+                    at += len;
+                    continue;
+                }
+                None => return,
+            }
         };
         let (member_len, header_len) = (info.len, header.bytes.len());
         if member_len > MAX_MEMBER || member_len < header_len + 8 {
@@ -647,6 +730,9 @@ fn split<R: Read>(input: R, order: SyncSender<Vec<Piece>>, accept_omitted: bool)
             }
             Err(e) => return send_error(&mut order, e),
         }
+        if let Some(observer) = observer.as_mut() {
+            observer.data(&bytes);
+        }
         let piece = match info.omitted {
             Some(size) if !accept_omitted => {
                 return send_error(
@@ -654,9 +740,9 @@ fn split<R: Read>(input: R, order: SyncSender<Vec<Piece>>, accept_omitted: bool)
                     corrupt(
                         at,
                         format!(
-                        "an omitted member (fw-fetch's mark for {size} bytes the device holds) \
-                         where a package's data must be"
-                    ),
+                            "an omitted member (fw-fetch's mark for {size} bytes the device \
+                             holds) where a package's data must be"
+                        ),
                     ),
                 )
             }
@@ -681,27 +767,65 @@ fn split<R: Read>(input: R, order: SyncSender<Vec<Piece>>, accept_omitted: bool)
     }
 }
 
-/// Inflates the rest of the stream, starting with the header bytes
-/// already read, with flate2's ordinary multi-member decoder.
-fn inflate_rest<R: Read>(head: Vec<u8>, input: R, at: u64, order: &SyncSender<Vec<Piece>>) {
-    let mut decoder = flate2::read::MultiGzDecoder::new(io::Cursor::new(head).chain(input));
+/// Inflates one member that is not fw's, starting with the header bytes
+/// already read, with flate2's ordinary decoder, which reads exactly to
+/// the member's end. Returns the member's length in the stream, or None
+/// once the stream failed or the reader went away.
+fn inflate_one<R: Read>(
+    head: Vec<u8>,
+    input: &mut BufReader<R>,
+    observer: &mut Option<Box<dyn RawObserver>>,
+    at: u64,
+    order: &mut Batcher,
+) -> Option<u64> {
+    let head_len = head.len() as u64;
+    let mut counted = Counted {
+        inner: signed::Observed {
+            inner: input,
+            observer,
+        },
+        count: 0,
+    };
+    let mut decoder = flate2::bufread::GzDecoder::new(io::Cursor::new(head).chain(&mut counted));
     loop {
         let mut chunk = Vec::new();
         let result = match read_up_to(&mut decoder, 256 << 10, &mut chunk) {
-            Ok(0) => {
-                let _ = order.send(vec![Piece::End]);
-                return;
-            }
+            Ok(0) => return Some(head_len + counted.count),
             Ok(_) => Ok(chunk),
             Err(e) => Err(io::Error::new(
                 e.kind(),
-                format!("gzip stream after byte {at}: {e}"),
+                format!("gzip member at byte {at}: {e}"),
             )),
         };
         let failed = result.is_err();
-        if order.send(vec![Piece::Inflated(result)]).is_err() || failed {
-            return;
+        if !order.send(Piece::Inflated(result)) || failed {
+            return None;
         }
+    }
+}
+
+/// Counts the bytes consumed through it.
+struct Counted<B> {
+    inner: B,
+    count: u64,
+}
+
+impl<B: BufRead> Read for Counted<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl<B: BufRead> BufRead for Counted<B> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.count += amt as u64;
+        self.inner.consume(amt);
     }
 }
 
@@ -760,22 +884,37 @@ impl GzReader {
 
     /// Starts inflating `input` with `threads` inflating threads.
     pub fn with_threads<R: Read + Send + 'static>(input: R, threads: usize) -> Self {
-        Self::start_with(input, threads, false)
+        Self::observed(input, threads, None)
+    }
+
+    /// Starts inflating `input` with `threads` inflating threads, showing
+    /// `observer` the proof members and the raw bytes between them.
+    pub fn observed<R: Read + Send + 'static>(
+        input: R,
+        threads: usize,
+        observer: Option<Box<dyn RawObserver>>,
+    ) -> Self {
+        Self::start_with(input, threads, observer, false)
     }
 
     /// Like [`GzReader::new`], accepting omitted members (fw-fetch's
     /// output, for `fw-unpack --delta`): their bytes can be skipped, and
     /// reading them is an error.
     pub fn accepting_omitted<R: Read + Send + 'static>(input: R) -> Self {
-        Self::start_with(input, threads(), true)
+        Self::start_with(input, threads(), None, true)
     }
 
-    fn start_with<R: Read + Send + 'static>(input: R, threads: usize, omitted: bool) -> Self {
+    fn start_with<R: Read + Send + 'static>(
+        input: R,
+        threads: usize,
+        observer: Option<Box<dyn RawObserver>>,
+        omitted: bool,
+    ) -> Self {
         let threads = threads.max(1);
         // Whole members waiting, read ahead of the inflating: each at most
         // about 1 MiB as fw writes them, so memory stays flat.
         let (tx, rx) = mpsc::sync_channel(threads + 1);
-        std::thread::spawn(move || split(input, tx, omitted));
+        std::thread::spawn(move || split(input, tx, observer, omitted));
         GzReader {
             order: rx,
             pool: Pool::new(threads),

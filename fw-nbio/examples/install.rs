@@ -64,7 +64,8 @@ fn exit_code(err: &Error) -> u8 {
 fn install(args: &Args) -> Result<String, Error> {
     let tool = |name: &str| P::new(args.bin.join(name)).capture_stderr();
     let unseal = tool("fw-unseal").args(["-q", "--keyring", &args.keyring]);
-    let unpack = tool("fw-unpack").args(["-q", "--target", &args.target]);
+    let unpack =
+        tool("fw-unpack").args(["-q", "--keyring", &args.keyring, "--target", &args.target]);
     let is_url = ["http://", "https://"]
         .iter()
         .any(|p| args.source.starts_with(p));

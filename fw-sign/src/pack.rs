@@ -569,6 +569,15 @@ pub fn pack_with_progress<W: Write>(
     };
     manifest.validate()?;
     let manifest_json = manifest.to_json();
+    if manifest_json.len() as u64 > manifest::MAX_JSON {
+        return Err(Error::invalid(format!(
+            "the manifest of {} entries would be {} bytes, more than devices read ({} bytes): \
+             pack fewer entries (--exclude), or split the tree",
+            entries.len(),
+            manifest_json.len(),
+            manifest::MAX_JSON
+        )));
+    }
     let signature =
         deterministic_detached_signature(&mut signing_pair, &manifest_json, created_time)
             .and_then(|sig| openpgp::Packet::from(sig).to_vec())

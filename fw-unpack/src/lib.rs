@@ -4,19 +4,31 @@
 //!
 //! The archive must have exactly DESIGN.md's shape: `NAME/.fw/manifest.json`
 //! first, `NAME/.fw/manifest.sig` second, then `NAME/` and the tree, every
-//! entry listed in the manifest with the same type and mode. The manifest
-//! is not trusted here (fw-verify checks its signature); it only narrows
-//! what may be written.
+//! entry listed in the manifest with the same type and mode. The manifest's
+//! raw bytes (at most [`manifest::MAX_JSON`]) are checked against its
+//! signature by the keyring's trust rule before the JSON is parsed, so
+//! only vendor-signed JSON is ever parsed; it then narrows what may be
+//! written (fw-verify checks the tree against it).
 //!
-//! With `--delta` (a [`Delta`] given), the stream comes from fw-fetch, not
-//! fw-unseal: no outer signature covers it, so the signed manifest is the
-//! root of trust. Its signature is verified by the keyring's trust rule
-//! before the manifest is parsed; every entry's header must match the
-//! manifest (type, mode, owner, size, times, link targets); every file
-//! written is hashed as it is written and must match its BLAKE3 before
-//! success; data fw-fetch marked as omitted (fw-gz `FH`) may only be
-//! skipped for a file linked from an installed version, and reading it is
-//! an error. The mode is chosen by the command line, never by the stream.
+//! The bytes come from fw-unseal, which releases most of a package before
+//! its signature is checked; so the stream is trusted only at its end, by
+//! fw-unseal's proof (fw-core's `proof` module): the signature that
+//! verified, checked here over exactly the raw bytes read, by the same
+//! keyring and rule, before success is reported. Without a valid proof,
+//! or with anything after it: exit 4, nothing left behind. Until then the
+//! bytes are hostile, and every read is bounded: tar's extension headers
+//! ([`blocks`]), the manifest and its signature, the decompressed total.
+//!
+//! With `--delta`, the stream comes from fw-fetch, not fw-unseal: no outer
+//! signature covers it and there is no proof, so the signed manifest is
+//! the root of trust. Its signature is verified as above before it is
+//! parsed; every entry's header must match the manifest (type, mode,
+//! owner, size, times, link targets); every file written is hashed as it
+//! is written and must match its BLAKE3 before success; data fw-fetch
+//! marked as omitted (fw-gz `FH`) may only be skipped, for a file linked
+//! from an installed version, and reading it is an error. The mode is
+//! chosen by the command line, never by the stream: without `--delta`
+//! omitted members are refused and the proof is required.
 //!
 //! Safety does not depend on the tar crate's own checks: every path is
 //! checked component by component, every parent must be a directory this
@@ -28,9 +40,9 @@
 //! whole gzip members followed: a stream cut short (as fw-unseal cuts one
 //! that did not verify) never unpacks.
 
+pub mod blocks;
 pub mod cli;
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -42,13 +54,16 @@ use nix::sys::time::TimeSpec;
 
 use fw_core::keyring::Keyring;
 use fw_core::manifest::{self, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::proof;
 use fw_core::target::SharedFiles;
 use fw_core::trust::Signer;
 use fw_core::{Error, Result};
 
-/// The largest manifest and signature fw-unpack reads into memory.
-const MAX_MANIFEST: u64 = 64 << 20;
+/// The largest signature of the manifest read into memory (a real one is
+/// a few hundred bytes).
 const MAX_SIGNATURE: u64 = 64 << 10;
+/// The longest path component Linux file systems hold (NAME_MAX).
+const NAME_MAX: usize = 255;
 /// Room for tar headers and padding on top of `--max-bytes` of content.
 const METADATA_ALLOWANCE: u64 = 64 << 20;
 const CHUNK: usize = 256 << 10;
@@ -65,14 +80,9 @@ pub struct Unpacked {
     /// Files (and their bytes) linked to installed versions, not written.
     pub shared_files: u64,
     pub shared_bytes: u64,
-    /// With `--delta`: who signed the manifest.
-    pub signer: Option<Signer>,
-}
-
-/// `--delta`: the stream is fw-fetch's, checked against the manifest
-/// signed by a certificate of `keyring` (see the module's comment).
-pub struct Delta<'a> {
-    pub keyring: &'a Keyring,
+    /// Who signed the bytes, by fw-unseal's proof (with `--delta`: who
+    /// signed the manifest).
+    pub signer: Signer,
 }
 
 /// The staging directory being written, shared with a signal handler that
@@ -190,9 +200,14 @@ impl std::fmt::Display for CapExceeded {
 impl std::error::Error for CapExceeded {}
 
 fn stream_error(err: io::Error, at: &str, max_bytes: u64) -> Error {
-    let capped = err
-        .get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<CapExceeded>().is_some());
+    let inner = err.get_ref();
+    if let Some(layout) = inner.and_then(|e| e.downcast_ref::<fw_gz::ProofLayout>()) {
+        return Error::security(format!("{at}: {layout}; refusing the package"));
+    }
+    if let Some(refused) = inner.and_then(|e| e.downcast_ref::<blocks::Refused>()) {
+        return Error::invalid(format!("{at}: {refused}; refusing the package"));
+    }
+    let capped = inner.is_some_and(|inner| inner.downcast_ref::<CapExceeded>().is_some());
     if capped {
         return Error::invalid(format!(
             "{at}: the package unpacks to more than --max-bytes {max_bytes}: refusing it \
@@ -201,7 +216,7 @@ fn stream_error(err: io::Error, at: &str, max_bytes: u64) -> Error {
     }
     Error::invalid(format!(
         "{at}: the gzip/tar stream is truncated or corrupt ({err}): it did not come whole \
-         from fw-unseal; fetch the package again"
+         from fw-unseal (or fw-fetch); fetch the package again"
     ))
 }
 
@@ -234,6 +249,13 @@ fn split_path(raw: &[u8]) -> std::result::Result<(String, String), String> {
             "." => return Err("it has a `.` path component".into()),
             ".." => return Err("it has a `..` path component".into()),
             _ if part.contains('\0') => return Err("it has a NUL byte".into()),
+            _ if part.len() > NAME_MAX => {
+                return Err(format!(
+                    "it has a path component of {} bytes, more than a file name may have \
+                     ({NAME_MAX}, NAME_MAX)",
+                    part.len()
+                ))
+            }
             _ => {}
         }
     }
@@ -266,10 +288,11 @@ struct Extractor<'a> {
     tree: PathBuf,
     name: String,
     manifest: Option<Manifest>,
-    listed: HashMap<String, usize>,
-    /// What this run created, by path below NAME.
-    created: HashMap<String, Kind>,
-    seen: HashSet<String>,
+    /// What this run created, by index of the manifest's entries (every
+    /// entry created is listed there); the root from the start.
+    created: Vec<Option<Kind>>,
+    /// Which entries the archive held, to refuse a second one.
+    seen: Vec<bool>,
     dirs: Vec<PendingDir>,
     as_root: bool,
     max_bytes: u64,
@@ -279,10 +302,10 @@ struct Extractor<'a> {
     shared_bytes: u64,
     cleanup: &'a Cleanup,
     writeback: Writeback,
-    delta: Option<&'a Delta<'a>>,
-    /// With `--delta`: the manifest's bytes until its signature is checked,
-    /// then who signed it.
-    manifest_json: Vec<u8>,
+    keyring: &'a Keyring,
+    /// `--delta`: fw-fetch's stream (see the module's comment).
+    delta: bool,
+    /// Who signed the manifest.
     signer: Option<Signer>,
 }
 
@@ -343,20 +366,20 @@ impl Extractor<'_> {
             file.write_all(&buf[..n]).map_err(|e| self.io(path, e))?;
             written += n as u64;
         }
+        if let (Some(hasher), Some(want)) = (hasher, blake3) {
+            if written == size && hasher.finalize().to_hex().as_str() != want {
+                return Err(Error::security(format!(
+                    "entry {rel_display:?}: its content differs from the signed manifest's \
+                     BLAKE3: tampered with or damaged on the way; refusing the package"
+                )));
+            }
+        }
         if written != size {
             return Err(stream_error(
                 io::Error::from(io::ErrorKind::UnexpectedEof),
                 rel_display,
                 self.max_bytes,
             ));
-        }
-        if let (Some(hasher), Some(want)) = (hasher, blake3) {
-            if hasher.finalize().to_hex().as_str() != want {
-                return Err(Error::security(format!(
-                    "entry {rel_display:?}: its content differs from the signed manifest's \
-                     BLAKE3: tampered with or damaged on the way; refusing the package"
-                )));
-            }
         }
         Ok(file)
     }
@@ -404,7 +427,7 @@ impl Extractor<'_> {
     ) -> Result<()> {
         let display = display.to_string();
         let (want, limit) = if index == 0 {
-            (MANIFEST_PATH, MAX_MANIFEST)
+            (MANIFEST_PATH, manifest::MAX_JSON)
         } else {
             (SIGNATURE_PATH, MAX_SIGNATURE)
         };
@@ -419,7 +442,10 @@ impl Extractor<'_> {
         }
         let size = header.entry_size().unwrap_or(u64::MAX);
         if size > limit {
-            return Err(self.refuse(&display, format!("larger than {limit} bytes")));
+            return Err(self.refuse(
+                &display,
+                format!("larger than {limit} bytes, more than fw-sign pack writes"),
+            ));
         }
         if index == 0 {
             manifest::validate_name(top).map_err(|e| self.refuse(&display, e.message))?;
@@ -431,63 +457,68 @@ impl Extractor<'_> {
                 std::fs::create_dir(&self.tree).map_err(|e| self.io(&self.tree, e))?;
                 std::fs::create_dir(&fw_dir).map_err(|e| self.io(&fw_dir, e))?;
             }
-            self.created.insert(".".into(), Kind::Dir);
         } else if top != self.name {
             return Err(self.refuse(
                 &display,
                 format!("a second top-level directory besides {:?}", self.name),
             ));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        let path = self.tree.join(rel);
+        if index == 0 {
+            // Straight to its file: the manifest is not held in memory.
+            let file = self.write_file(&display, &path, entry, size, None)?;
+            return self.finish_file(file, &path, header, 0o644);
+        }
+        let mut signature = Vec::with_capacity(size as usize);
         entry
             .take(size)
-            .read_to_end(&mut bytes)
+            .read_to_end(&mut signature)
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
-        if let Some(delta) = self.delta {
-            // Only JSON the vendor signed is parsed.
-            if index == 0 {
-                self.manifest_json = bytes.clone();
-            } else {
-                let signer =
-                    fw_core::trust::verify_detached(delta.keyring, &bytes, &self.manifest_json)
-                        .map_err(|e| {
-                            Error::security(format!(
-                                "{}/{SIGNATURE_PATH}: the manifest's signature: {}",
-                                self.name, e.message
-                            ))
-                        })?;
-                self.signer = Some(signer);
-                let json = std::mem::take(&mut self.manifest_json);
-                self.take_manifest(&json, &format!("{}/{MANIFEST_PATH}", self.name))?;
-            }
-        } else if index == 0 {
-            self.take_manifest(&bytes, &display)?;
-        }
-        let path = self.tree.join(rel);
-        let file = self.write_file(&display, &path, &mut &bytes[..], size, None)?;
-        self.finish_file(file, &path, header, 0o644)
-    }
+        let file = self.write_file(&display, &path, &mut &signature[..], size, None)?;
+        self.finish_file(file, &path, header, 0o644)?;
 
-    /// Parses the manifest and narrows what may be written to what it lists.
-    fn take_manifest(&mut self, bytes: &[u8], display: &str) -> Result<()> {
-        let manifest = Manifest::from_json(bytes).map_err(|e| self.refuse(display, e.message))?;
+        // Only JSON the vendor signed is parsed.
+        let json_path = self.tree.join(MANIFEST_PATH);
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(&json_path)
+                .map(|f| io::BufReader::with_capacity(CHUNK, f))
+                .map_err(|e| Error::io(json_path.display(), e))
+        };
+        let signer = fw_core::trust::verify_detached_reader(self.keyring, &signature, open()?)
+            .map_err(|e| {
+                Error::security(format!(
+                    "{}/{SIGNATURE_PATH}: the manifest's signature: {}",
+                    self.name, e.message
+                ))
+            })?;
+        self.signer = Some(signer);
+        let manifest = Manifest::from_reader(open()?)
+            .map_err(|e| self.refuse(&format!("{}/{MANIFEST_PATH}", self.name), e.message))?;
         if manifest.name != self.name {
             return Err(self.refuse(
-                display,
+                &display,
                 format!(
                     "the manifest names the firmware {:?}, the archive {:?}",
                     manifest.name, self.name
                 ),
             ));
         }
-        self.listed = manifest
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.clone(), i))
-            .collect();
+        self.created = vec![None; manifest.entries.len()];
+        self.seen = vec![false; manifest.entries.len()];
+        if let Some(root) = manifest.position(".") {
+            self.created[root] = Some(Kind::Dir);
+        }
         self.manifest = Some(manifest);
         Ok(())
+    }
+
+    /// What this run created at `rel`.
+    fn created_at(&self, rel: &str) -> Option<Kind> {
+        let manifest = self.manifest.as_ref()?;
+        self.created[manifest.position(rel)?]
     }
 
     fn tree_entry(
@@ -508,8 +539,15 @@ impl Extractor<'_> {
                 ".fw/ is fw's own and holds only the manifest and its signature",
             ));
         }
-        if !self.seen.insert(rel.to_string()) {
-            return Err(self.refuse(&display, "the path appears twice in the archive"));
+        let index = self
+            .manifest
+            .as_ref()
+            .expect("the manifest came first")
+            .position(rel);
+        if let Some(index) = index {
+            if std::mem::replace(&mut self.seen[index], true) {
+                return Err(self.refuse(&display, "the path appears twice in the archive"));
+            }
         }
         let header = entry.header().clone();
         let etype = header.entry_type();
@@ -535,7 +573,7 @@ impl Extractor<'_> {
             let parts: Vec<&str> = rel.split('/').collect();
             for depth in 1..parts.len() {
                 let ancestor = parts[..depth].join("/");
-                match self.created.get(ancestor.as_str()) {
+                match self.created_at(&ancestor) {
                     Some(Kind::Dir) => {}
                     Some(_) => {
                         return Err(self.refuse(
@@ -573,7 +611,7 @@ impl Extractor<'_> {
                     ))
                 }
             };
-            if self.created.get(&target_rel) != Some(&Kind::File) {
+            if self.created_at(&target_rel) != Some(Kind::File) {
                 return Err(self.refuse(
                     &display,
                     format!("its hard-link target {top}/{target_rel} is not an earlier regular file of the tree"),
@@ -584,7 +622,7 @@ impl Extractor<'_> {
             None
         };
         let manifest = self.manifest.as_ref().expect("the manifest came first");
-        let Some(&index) = self.listed.get(rel) else {
+        let Some(index) = index else {
             return Err(self.refuse(&display, "the manifest does not list it"));
         };
         let listed = &manifest.entries[index];
@@ -608,7 +646,7 @@ impl Extractor<'_> {
             return Err(self.refuse(&display, why));
         }
         // With --delta, written content is proven against the manifest.
-        let blake3 = listed.blake3.clone().filter(|_| self.delta.is_some());
+        let blake3 = listed.blake3.clone().filter(|_| self.delta);
         let path = self.tree.join(rel);
         match etype {
             tar::EntryType::Directory => {
@@ -675,7 +713,7 @@ impl Extractor<'_> {
                 }
             }
         }
-        self.created.insert(rel.to_string(), kind);
+        self.created[index] = Some(kind);
         Ok(())
     }
 
@@ -783,12 +821,6 @@ fn header_mismatch(
     None
 }
 
-fn owner(header: &tar::Header) -> (u32, u32) {
-    let uid = header.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
-    let gid = header.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
-    (uid, gid)
-}
-
 /// Gives memory freed since to the system. The allocator keeps freed
 /// chunks of its per-thread heaps resident; with thousands of small gzip
 /// members handed between the threads (one per file, see fw-gz), a
@@ -802,16 +834,41 @@ fn return_freed_memory() {
     }
 }
 
-/// Unpacks `input` into a fresh directory under `staging`. Files identical
-/// to a file in `shared` (the installed versions) are hard-linked to it and
-/// their bytes skipped, so an upgrade writes only what changed. On
-/// failure the directory is removed and the error names the entry.
+fn owner(header: &tar::Header) -> (u32, u32) {
+    let uid = header.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
+    let gid = header.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
+    (uid, gid)
+}
+
+/// Shows fw-gz's raw stream to the check of fw-unseal's proof.
+struct ProofFeed(proof::Checker);
+
+impl fw_gz::RawObserver for ProofFeed {
+    fn announce(&mut self, payload: &[u8]) {
+        self.0.announce(payload)
+    }
+    fn data(&mut self, bytes: &[u8]) {
+        self.0.data(bytes)
+    }
+    fn proof(&mut self, payload: &[u8]) {
+        self.0.proof(payload)
+    }
+}
+
+/// Unpacks `input` (fw-unseal's output; with `delta`, fw-fetch's) into a
+/// fresh directory under `staging`, trusting it only once fw-unseal's
+/// proof (not with `delta`: every file's content instead) and the
+/// manifest's signature verified by `keyring`. Files identical to a file in `shared`
+/// (the installed versions) are hard-linked to it and their bytes skipped,
+/// so an upgrade writes only what changed. On failure the directory is
+/// removed and the error names the entry.
 pub fn unpack<R: Read + Send + 'static>(
     input: R,
     staging: &Path,
     max_bytes: u64,
     shared: &SharedFiles,
-    delta: Option<&Delta<'_>>,
+    keyring: &Keyring,
+    delta: bool,
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
     let work = {
@@ -825,7 +882,7 @@ pub fn unpack<R: Read + Send + 'static>(
         *current = Some(dir.clone());
         dir
     };
-    let result = extract(input, &work, max_bytes, shared, delta, cleanup);
+    let result = extract(input, &work, max_bytes, shared, keyring, delta, cleanup);
     let mut current = cleanup.lock();
     if result.is_err() {
         if let Err(e) = std::fs::remove_dir_all(&work) {
@@ -843,29 +900,35 @@ fn extract<R: Read + Send + 'static>(
     work: &Path,
     max_bytes: u64,
     shared: &SharedFiles,
-    delta: Option<&Delta<'_>>,
+    keyring: &Keyring,
+    delta: bool,
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
+    let (checker, verdict) = proof::checker(keyring.clone());
     let capped = Capped {
         // Inflates in threads of its own (on every core for fw-sign's
-        // members), so that inflating overlaps writing the files. Only
+        // members), so that inflating overlaps writing the files; the
+        // thread that reads the raw stream feeds the proof's check. Only
         // fw-fetch's stream (--delta) may hold omitted members.
         inner: match delta {
-            Some(_) => fw_gz::GzReader::accepting_omitted(input),
-            None => fw_gz::GzReader::new(input),
+            false => fw_gz::GzReader::observed(
+                input,
+                fw_gz::threads(),
+                Some(Box::new(ProofFeed(checker))),
+            ),
+            true => fw_gz::GzReader::accepting_omitted(input),
         },
         read: 0,
         cap: max_bytes.saturating_add(METADATA_ALLOWANCE),
     };
-    let mut archive = tar::Archive::new(capped);
+    let mut archive = tar::Archive::new(blocks::Blocks::new(capped));
     let mut x = Extractor {
         work: work.to_path_buf(),
         tree: PathBuf::new(),
         name: String::new(),
         manifest: None,
-        listed: HashMap::new(),
-        created: HashMap::new(),
-        seen: HashSet::new(),
+        created: Vec::new(),
+        seen: Vec::new(),
         dirs: Vec::new(),
         as_root: nix::unistd::geteuid().is_root(),
         max_bytes,
@@ -875,8 +938,8 @@ fn extract<R: Read + Send + 'static>(
         shared_bytes: 0,
         cleanup,
         writeback: Writeback::start(),
+        keyring,
         delta,
-        manifest_json: Vec::new(),
         signer: None,
     };
     let mut count = 0usize;
@@ -922,16 +985,9 @@ fn extract<R: Read + Send + 'static>(
         )));
     }
     let manifest = x.manifest.as_ref().expect("the manifest came first");
-    if let Some(missing) = manifest
-        .entries
-        .iter()
-        .find(|e| !x.created.contains_key(&e.path))
-    {
-        let absent = manifest
-            .entries
-            .iter()
-            .filter(|e| !x.created.contains_key(&e.path))
-            .count();
+    let absent = x.created.iter().filter(|c| c.is_none()).count();
+    if let Some(missing) = x.created.iter().position(Option::is_none) {
+        let missing = &manifest.entries[missing];
         return Err(Error::invalid(format!(
             "the archive lacks {absent} entries the manifest lists, e.g. {}/{}; refusing the package",
             x.name, missing.path
@@ -957,13 +1013,20 @@ fn extract<R: Read + Send + 'static>(
     // The tar stream must end with its end-of-archive marker, two zero
     // blocks: the gzip stream may be cut between two whole members, and
     // tar alone would take the early EOF for the end.
-    if rest.read < entries_end + 1024 {
+    if rest.inner.read < entries_end + 1024 {
         return Err(stream_error(
             io::Error::from(io::ErrorKind::UnexpectedEof),
             "the end of the archive (no end-of-archive marker)",
             max_bytes,
         ));
     }
+    // The stream ended right after fw-unseal's proof: check it over every
+    // byte read. With --delta there is none: every file written was proven
+    // against the signed manifest instead, and omitted data never read.
+    let signer = match delta {
+        false => verdict.wait()?,
+        true => x.signer.take().expect("the manifest's signature verified"),
+    };
     x.finish_dirs()?;
     Ok(Unpacked {
         tree: x.tree.clone(),
@@ -972,7 +1035,7 @@ fn extract<R: Read + Send + 'static>(
         bytes: x.content,
         shared_files: x.shared_files,
         shared_bytes: x.shared_bytes,
-        signer: x.signer.take(),
+        signer,
     })
 }
 
@@ -985,6 +1048,8 @@ mod tests {
         assert_eq!(split_path(b"fw/").unwrap(), ("fw".into(), ".".into()));
         assert_eq!(split_path(b"fw/a/b").unwrap(), ("fw".into(), "a/b".into()));
         assert_eq!(split_path(b"fw/dir/").unwrap(), ("fw".into(), "dir".into()));
+        let longest = format!("fw/{}", "n".repeat(255));
+        assert!(split_path(longest.as_bytes()).is_ok());
         for bad in [
             &b"/etc/passwd"[..],
             b"fw/../x",
@@ -992,6 +1057,7 @@ mod tests {
             b"./fw/x",
             b"fw/./x",
             b"fw/\xff",
+            format!("fw/{}", "n".repeat(256)).as_bytes(),
         ] {
             assert!(split_path(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
@@ -1048,53 +1114,32 @@ mod tests {
     }
 
     #[test]
-    fn gzip_members_must_be_whole_and_followed_by_nothing() {
+    fn nothing_unsigned_is_unpacked() {
         let tar = minimal_tar();
         let staging = tempfile::tempdir().unwrap();
-        let cleanup = Cleanup::new();
-        let whole = gzip(&tar);
-        let unpacked = unpack(
-            io::Cursor::new(whole.clone()),
-            staging.path(),
-            1 << 30,
-            &SharedFiles::default(),
-            None,
-            &cleanup,
-        )
-        .unwrap();
-        assert!(unpacked.tree.join(".fw/manifest.json").is_file());
-
-        let (a, b) = tar.split_at(700);
-        let two_members = [gzip(a), gzip(b)].concat();
-        unpack(
-            io::Cursor::new(two_members),
-            staging.path(),
-            1 << 30,
-            &SharedFiles::default(),
-            None,
-            &cleanup,
-        )
-        .unwrap();
-
-        let before: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();
-        for bad in [
-            whole[..whole.len() - 8].to_vec(),
-            whole[..whole.len() - 1].to_vec(),
-            [whole.clone(), b"junk".to_vec()].concat(),
-            [whole.clone(), vec![0u8; 10]].concat(),
+        let keyring = Keyring::from_certs("no keys", []);
+        for (stream, delta) in [
+            (gzip(&tar), false),
+            ([gzip(&tar), gzip(b"")].concat(), false),
+            (gzip(&tar), true),
         ] {
             let err = unpack(
-                io::Cursor::new(bad),
+                io::Cursor::new(stream),
                 staging.path(),
                 1 << 30,
                 &SharedFiles::default(),
-                None,
-                &cleanup,
+                &keyring,
+                delta,
+                &Cleanup::new(),
             )
             .unwrap_err();
-            assert_eq!(err.code, fw_core::ExitCode::Invalid, "{}", err.message);
+            assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+            assert!(err.message.contains("manifest"), "{}", err.message);
         }
-        let after: Vec<_> = std::fs::read_dir(staging.path()).unwrap().collect();
-        assert_eq!(before.len(), after.len(), "failures leave nothing behind");
+        assert_eq!(
+            std::fs::read_dir(staging.path()).unwrap().count(),
+            0,
+            "a refusal leaves nothing behind"
+        );
     }
 }

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use fw_core::keyring::{self, Keyring};
 use fw_core::{note, Error, Result};
 use fw_unpack::cli::Cli;
 use fw_unpack::Cleanup;
@@ -40,6 +41,7 @@ fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let cleanup = Cleanup::new();
     clean_up_on_signals(cleanup.clone())?;
+    let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
     let target = fw_core::target::resolve(cli.target.as_deref());
     let staging = fw_unpack::prepare_staging(&target)?;
     let max_bytes = match cli.max_bytes {
@@ -52,30 +54,20 @@ fn run(cli: Cli) -> Result<()> {
         .bar("fw-unpack", fw_core::progress::stdin_size());
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
     let input = fw_core::progress::ProgressReader::new(std::io::stdin(), bar.clone());
-    let keyring = match cli.delta {
-        true => Some(fw_core::keyring::Keyring::load(
-            &fw_core::keyring::resolve(cli.keyring.as_deref()),
-        )?),
-        false => None,
-    };
-    let delta = keyring.as_ref().map(|keyring| fw_unpack::Delta { keyring });
     let unpacked = fw_unpack::unpack(
-        input,
-        &staging,
-        max_bytes,
-        &shared,
-        delta.as_ref(),
-        &cleanup,
+        input, &staging, max_bytes, &shared, &keyring, cli.delta, &cleanup,
     );
     bar.finish_and_clear();
     let unpacked = unpacked?;
     note!(
-        "unpacked {} ({} entries, {} bytes; {} files, {} bytes shared with installed versions) into {}",
+        "unpacked {} ({} entries, {} bytes; {} files, {} bytes shared with installed versions; \
+         signed by {}) into {}",
         unpacked.name,
         unpacked.entries,
         unpacked.bytes,
         unpacked.shared_files,
         unpacked.shared_bytes,
+        unpacked.signer,
         unpacked.tree.display()
     );
     if let Err(err) = fw_core::cli::print_path(&unpacked.tree) {

@@ -8,11 +8,16 @@ use clap::Parser;
 /// Decrypt and verify an fw package: package on stdin, its tar.gz on stdout.
 ///
 /// Only a good signature by a trusted certificate of the keyring passes;
-/// the last 1 MiB of output is held back until the signature and the
+/// a message without a one-pass signature by a trusted key, or with an
+/// OpenPGP compression layer, is refused before a byte is written. The
+/// last 1 MiB of output is held back until the signature and the
 /// encryption's integrity check (MDC) have verified, and on failure it is
-/// never written (exit 4). Pipe the output into fw-unpack, which refuses a
-/// gzip stream cut short. For consumers that cannot tell (plain `tar x`),
-/// use --spool.
+/// never written (exit 4). Once everything verified, the signature itself
+/// follows the tar.gz, in an empty gzip member that gzip and tar ignore
+/// (announced by another before the first byte): fw-unpack checks it over
+/// exactly the bytes it read and completes only then, whatever the shell
+/// does with this tool's exit status. For consumers that cannot tell
+/// (plain `tar x`), use --spool.
 ///
 /// Example:
 ///   curl -fsS https://fw.example/rootfs.fw | fw-unseal | fw-unpack

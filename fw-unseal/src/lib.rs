@@ -6,10 +6,21 @@
 //! OpenPGP proves a signature only at the end of a message, so bytes flow
 //! before the verdict; the last [`HOLD_BACK`] bytes (always past the gzip
 //! trailer) are written only after the signature and the MDC verified.
-//! fw-unpack refuses a gzip stream without its trailer, so nothing
-//! downstream completes on bytes that did not verify. With `spool`,
-//! nothing at all is written before the verdict.
+//! The output is framed by fw-unseal's proof (fw-core's `proof` module):
+//! before the first byte, a gzip member announcing the one-pass signature
+//! of a trusted key (a message without one is refused before a byte is
+//! written), and after the last, once everything verified, a member
+//! carrying the signature. fw-unpack checks that signature over exactly
+//! the bytes between before it reports success, so nothing downstream
+//! completes on bytes that did not verify, even when a shell ignores this
+//! tool's exit status. With `spool`, nothing at all is written before the
+//! verdict.
+//!
+//! Before the verdict, what a message may make this tool do is bounded:
+//! no compression layer, bounded counts of session keys and signatures
+//! (fw-core's trust helper), armor lines of at most [`armor::MAX_LINE`].
 
+mod armor;
 pub mod cli;
 mod seipd;
 
@@ -22,6 +33,7 @@ use openpgp::policy::StandardPolicy;
 use sequoia_openpgp as openpgp;
 
 use fw_core::keyring::Keyring;
+use fw_core::proof;
 use fw_core::trust::{self, Signer, TrustHelper};
 use fw_core::{Error, Result};
 
@@ -40,13 +52,33 @@ pub struct Unsealed {
 }
 
 /// Where verified bytes go: straight out, holding back the tail, or all
-/// spooled until the end.
+/// spooled until the end; framed by the proof's two members.
 enum Sink<W: Write> {
-    HoldBack { out: W, tail: VecDeque<u8> },
-    Spool { out: W, spool: std::fs::File },
+    HoldBack {
+        out: W,
+        tail: VecDeque<u8>,
+    },
+    Spool {
+        out: W,
+        spool: std::fs::File,
+        head: Vec<u8>,
+    },
 }
 
 impl<W: Write> Sink<W> {
+    /// Writes (or, spooling, keeps) the member that opens the output.
+    fn start(&mut self, member: Vec<u8>) -> Result<()> {
+        match self {
+            Sink::HoldBack { out, .. } => {
+                out.write_all(&member).map_err(|e| Error::io("stdout", e))
+            }
+            Sink::Spool { head, .. } => {
+                *head = member;
+                Ok(())
+            }
+        }
+    }
+
     fn accept(&mut self, chunk: &[u8]) -> Result<()> {
         match self {
             Sink::HoldBack { out, tail } => {
@@ -68,27 +100,42 @@ impl<W: Write> Sink<W> {
         }
     }
 
-    /// Called only once the message verified.
-    fn release(self) -> Result<()> {
+    /// Called only once the message verified: the rest, then `proof`.
+    fn release(self, proof: &[u8]) -> Result<()> {
         match self {
             Sink::HoldBack { mut out, tail } => {
                 let (front, back) = tail.as_slices();
                 out.write_all(front)
                     .and_then(|()| out.write_all(back))
+                    .and_then(|()| out.write_all(proof))
                     .and_then(|()| out.flush())
                     .map_err(|e| Error::io("stdout", e))
             }
-            Sink::Spool { mut out, mut spool } => {
+            Sink::Spool {
+                mut out,
+                mut spool,
+                head,
+            } => {
                 spool
                     .seek(io::SeekFrom::Start(0))
                     .map_err(|e| Error::io("the spool file", e))?;
-                io::copy(&mut spool, &mut out)
-                    .and_then(|_| out.flush())
+                out.write_all(&head)
+                    .and_then(|()| io::copy(&mut spool, &mut out))
+                    .and_then(|_| out.write_all(proof))
+                    .and_then(|()| out.flush())
                     .map_err(|e| Error::io("stdout", e))?;
                 Ok(())
             }
         }
     }
+}
+
+fn member(subfield: [u8; 2], payload: &[u8]) -> Result<Vec<u8>> {
+    fw_gz::tagged_member(subfield, payload).map_err(|e| {
+        Error::security(format!(
+            "the package's signature cannot be forwarded to fw-unpack: {e}"
+        ))
+    })
 }
 
 /// Unseals `input` into `output`. On error, the held-back tail (or, with
@@ -113,6 +160,15 @@ where
     if prefix.is_empty() {
         return Err(Error::invalid("stdin is empty: pipe an fw package in"));
     }
+    if prefix
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN PGP SIGNED MESSAGE")
+    {
+        return Err(Error::invalid(
+            "stdin is a cleartext-signed message, not an fw package: give a package made by \
+             fw-sign pack",
+        ));
+    }
     if !trust::looks_like_openpgp(&prefix) {
         let hint = if prefix.starts_with(&[0x1f, 0x8b]) {
             " (it is gzip data: was it unsealed already?)"
@@ -130,6 +186,7 @@ where
         Sink::Spool {
             out: output,
             spool: file,
+            head: Vec::new(),
         }
     } else {
         Sink::HoldBack {
@@ -142,7 +199,22 @@ where
     let outcome = helper.outcome();
     let policy = StandardPolicy::new();
     let encrypted = seipd::starts_encrypted(&prefix);
-    let input = io::Cursor::new(prefix).chain(input);
+    let armored = prefix.trim_ascii_start().starts_with(b"-----BEGIN");
+    let (input, long_line) = armor::LineBound::new(io::Cursor::new(prefix).chain(input), armored);
+    let line_error = || {
+        Error::invalid(format!(
+            "an armored package has a line longer than {} bytes (armor lines are at most 76): \
+             not an fw package",
+            armor::MAX_LINE
+        ))
+    };
+    let tripped = |err: Error| {
+        if long_line.load(std::sync::atomic::Ordering::SeqCst) {
+            line_error()
+        } else {
+            err
+        }
+    };
     // Encrypted (binary) packages: the encryption layer is read by
     // seipd.rs (plain SHA-1 for the MDC; see there), the signed message
     // inside by sequoia's verifier. Anything else: sequoia's decryptor.
@@ -166,8 +238,20 @@ where
     };
     let mut reader = match reader {
         Ok(r) => r,
-        Err(e) => return Err(outcome.borrow_mut().error_for(e)),
+        Err(e) => {
+            return Err(match e.downcast::<seipd::Refused>() {
+                Ok(refused) => refused.0,
+                Err(e) => tripped(outcome.borrow_mut().error_for(e)),
+            })
+        }
     };
+    // The signature to prove: a one-pass signature by a trusted key,
+    // announced before the first byte of plaintext.
+    let announced = proof::announcement(&outcome.borrow(), keyring)?;
+    sink.start(member(
+        fw_gz::ANNOUNCE,
+        &proof::announce_bytes(&announced)?,
+    )?)?;
 
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
@@ -176,7 +260,7 @@ where
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(outcome.borrow_mut().error_for(e)),
+            Err(e) => return Err(tripped(outcome.borrow_mut().error_for(e))),
         };
         bytes += n as u64;
         sink.accept(&buf[..n])?;
@@ -198,7 +282,11 @@ where
             None => return Err(outcome.error_for("no signature was checked")),
         }
     };
-    sink.release()?;
+    let proof = member(
+        fw_gz::PROOF,
+        &proof::proof_bytes(&outcome.borrow(), &announced)?,
+    )?;
+    sink.release(&proof)?;
     Ok(Unsealed {
         signer,
         decrypted_with,
@@ -282,6 +370,23 @@ mod tests {
         )
     }
 
+    /// The members around the plaintext: (subfield, payload, length).
+    fn tagged(member: &[u8]) -> ([u8; 2], &[u8], usize) {
+        let xlen = u16::from_le_bytes([member[10], member[11]]) as usize;
+        let len = u16::from_le_bytes([member[14], member[15]]) as usize;
+        (
+            [member[12], member[13]],
+            &member[16..16 + len],
+            12 + xlen + 10,
+        )
+    }
+
+    /// Nothing, or exactly the announcement member.
+    fn only_announced(out: &[u8]) -> bool {
+        out.is_empty()
+            || (out.len() > 16 && tagged(out).0 == fw_gz::ANNOUNCE && tagged(out).2 == out.len())
+    }
+
     #[test]
     fn round_trip_signed_and_encrypted() {
         let keys = keys();
@@ -289,9 +394,156 @@ mod tests {
             let package = pack(&keys, encrypt);
             for spool in [false, true] {
                 let out = unseal_bytes(&device_keyring(&keys), &package, spool).unwrap();
-                assert_eq!(&out[..2], &[0x1f, 0x8b], "gzip magic");
+                // The announcement, the tar.gz, the proof.
+                let (id, payload, head) = tagged(&out);
+                assert_eq!(id, fw_gz::ANNOUNCE);
+                let ops = openpgp::Packet::from_bytes(payload).unwrap();
+                assert!(matches!(ops, openpgp::Packet::OnePassSig(_)), "{ops:?}");
+                // The proof: the member that ends exactly at the end.
+                let proof_at = (head..out.len() - 26)
+                    .rev()
+                    .find(|&at| {
+                        out[at..].starts_with(&[0x1f, 0x8b, 8, 4])
+                            && at + tagged(&out[at..]).2 == out.len()
+                    })
+                    .expect("a proof member at the end");
+                let (id, payload, len) = tagged(&out[proof_at..]);
+                assert_eq!((id, proof_at + len), (fw_gz::PROOF, out.len()));
+                let sig = openpgp::Packet::from_bytes(payload).unwrap();
+                assert!(matches!(sig, openpgp::Packet::Signature(_)), "{sig:?}");
+                let tar_gz = &out[head..proof_at];
+                let mut tar = Vec::new();
+                flate2::read::MultiGzDecoder::new(tar_gz)
+                    .read_to_end(&mut tar)
+                    .unwrap();
+                assert!(tar.windows(14).any(|w| w == b"firmware/bin/a"), "the tar");
             }
         }
+    }
+
+    /// A message signed by the vendor, in `layers` of compression.
+    fn compressed_message(keys: &Keys, encrypt: bool, layers: usize, data: &[u8]) -> Vec<u8> {
+        use openpgp::serialize::stream::{Compressor, Encryptor, LiteralWriter, Message, Signer};
+        let (signer, _) = fw_sign::keys::signing_keypair(&keys.vendor_key).unwrap();
+        let device = [(
+            keys.device_cert_file.clone(),
+            keys.device.clone().strip_secret_key_material(),
+        )];
+        let mut out = Vec::new();
+        let mut message = Message::new(&mut out);
+        if encrypt {
+            let recipients = fw_sign::keys::recipients(&device).unwrap();
+            let recipients = recipients.into_iter().map(|r| {
+                openpgp::serialize::stream::Recipient::new(
+                    openpgp::types::Features::empty().set_seipdv1(),
+                    openpgp::KeyHandle::from(r.keyid),
+                    r.key,
+                )
+            });
+            message = Encryptor::for_recipients(message, recipients)
+                .build()
+                .unwrap();
+        }
+        message = Signer::new(message, signer).unwrap().build().unwrap();
+        for _ in 0..layers {
+            message = Compressor::new(message).build().unwrap();
+        }
+        let mut literal = LiteralWriter::new(message).build().unwrap();
+        literal.write_all(data).unwrap();
+        literal.finalize().unwrap();
+        out
+    }
+
+    #[test]
+    fn refuses_a_compression_layer_before_writing_a_byte() {
+        let keys = keys();
+        let data = vec![0u8; 4 << 20];
+        for encrypt in [false, true] {
+            assert!(unseal_bytes(
+                &device_keyring(&keys),
+                &compressed_message(&keys, encrypt, 0, &data),
+                false
+            )
+            .is_ok());
+            for layers in [1, 2] {
+                let message = compressed_message(&keys, encrypt, layers, &data);
+                let mut out = Vec::new();
+                let err = unseal(
+                    &device_keyring(&keys),
+                    io::Cursor::new(message),
+                    &mut out,
+                    false,
+                )
+                .unwrap_err();
+                assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+                assert!(err.message.contains("compression"), "{}", err.message);
+                assert!(out.is_empty(), "encrypted {encrypt}, {layers} layers");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_an_unsigned_message_before_writing_a_byte() {
+        use openpgp::serialize::stream::{LiteralWriter, Message};
+        let keys = keys();
+        let mut message = Vec::new();
+        let mut literal = LiteralWriter::new(Message::new(&mut message))
+            .build()
+            .unwrap();
+        literal.write_all(&[7u8; 3 << 20]).unwrap();
+        literal.finalize().unwrap();
+        let mut out = Vec::new();
+        let err = unseal(
+            &device_keyring(&keys),
+            io::Cursor::new(message),
+            &mut out,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+        assert!(err.message.contains("not signed"), "{}", err.message);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn refuses_a_flood_of_packets() {
+        let keys = keys();
+        let package = pack(&keys, false);
+        // Marker packets (tag 10, "PGP"), which readers skip.
+        let marker = [0xca, 3, b'P', b'G', b'P'];
+        let few = [marker.repeat(3), package.clone()].concat();
+        assert!(unseal_bytes(&device_keyring(&keys), &few, false).is_ok());
+        let flood = [marker.repeat(1000), package].concat();
+        let err = unseal_bytes(&device_keyring(&keys), &flood, false).unwrap_err();
+        assert_eq!(err.code, fw_core::ExitCode::Invalid, "{}", err.message);
+        assert!(err.message.contains("more than"), "{}", err.message);
+    }
+
+    #[test]
+    fn tries_few_session_keys() {
+        let keys = keys();
+        let package = pack(&keys, true);
+        // The package's PKESK (new format, one-octet length), and a copy
+        // whose wrapped key is damaged: it names the device key, and
+        // fails to decrypt.
+        assert_eq!(package[0], 0xc1);
+        let len = 2 + package[1] as usize;
+        let (pkesk, rest) = package.split_at(len);
+        let mut bogus = pkesk.to_vec();
+        bogus[len - 1] ^= 0x01;
+        for (copies, code, why) in [
+            (100, fw_core::ExitCode::Security, "no secret key"),
+            (5000, fw_core::ExitCode::Invalid, "more than"),
+        ] {
+            // The good PKESK after 100 bad ones is not tried: 16 attempts
+            // at most, not one per copy.
+            let message = [bogus.repeat(copies), pkesk.to_vec(), rest.to_vec()].concat();
+            let err = unseal_bytes(&device_keyring(&keys), &message, false).unwrap_err();
+            assert_eq!(err.code, code, "{copies}: {}", err.message);
+            assert!(err.message.contains(why), "{copies}: {}", err.message);
+        }
+        let message = [bogus.repeat(3), pkesk.to_vec(), rest.to_vec()].concat();
+        assert!(unseal_bytes(&device_keyring(&keys), &message, false).is_ok());
     }
 
     #[test]
@@ -337,8 +589,9 @@ mod tests {
                     err.code,
                     err.message
                 );
-                // The package is far smaller than the hold-back: nothing came out.
-                assert!(out.is_empty(), "encrypted {encrypt}, byte {at}");
+                // The package is far smaller than the hold-back: no plaintext
+                // came out, at most the announcement, and never the proof.
+                assert!(only_announced(&out), "encrypted {encrypt}, byte {at}");
             }
         }
     }

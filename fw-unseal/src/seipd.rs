@@ -13,7 +13,9 @@
 //! signed message goes to sequoia's `Verifier` as before.
 //!
 //! The layer must be exactly: PKESK or SKESK packets (and markers), one
-//! SEIPD v1 packet, end of message. Its plaintext is a random prefix of a
+//! SEIPD v1 packet, end of message. At most `MAX_SESSION_KEYS` packets
+//! come before the SEIPD packet, so that a message cannot make this
+//! reader collect and try session keys without end. Its plaintext is a random prefix of a
 //! cipher block plus its last two bytes repeated (the quick check for the
 //! session key), the signed message, then the MDC packet `D3 14` and the
 //! SHA-1 of everything before its 20 digest bytes.
@@ -70,6 +72,18 @@ impl Read for Body {
         }
     }
 }
+
+/// A refusal with its own exit code, through sequoia's error type.
+#[derive(Debug)]
+pub struct Refused(pub fw_core::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 fn invalid(why: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
@@ -180,7 +194,17 @@ where
     let mut pkesks = Vec::new();
     let mut skesks = Vec::new();
     let mut ppr = PacketParser::from_reader(input)?;
+    let mut count = 0;
     let mut pp = loop {
+        count += 1;
+        if count > fw_core::trust::MAX_SESSION_KEYS {
+            return Err(Refused(fw_core::Error::invalid(format!(
+                "the package has more than {} packets before its encrypted data: not an fw \
+                 package",
+                fw_core::trust::MAX_SESSION_KEYS
+            )))
+            .into());
+        }
         let pp = match ppr {
             PacketParserResult::Some(pp) => pp,
             PacketParserResult::EOF(_) => {

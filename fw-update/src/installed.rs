@@ -42,17 +42,20 @@ impl Installed {
                     target.display()
                 )),
             })?;
-        Installed::from_status_json(&output.stdout)
+        let mut installed = Installed::from_status_json(&output.stdout)?;
+        // The committed floor, from its one reader (fw_core::floor).
+        installed.security_version = installed
+            .security_version
+            .max(fw_core::floor::read(target)?);
+        Ok(installed)
     }
 
     pub fn from_status_json(json: &[u8]) -> Result<Installed> {
         let status: serde_json::Value = serde_json::from_slice(json)
             .map_err(|e| Error::failed(format!("fw-switch status --json gave bad JSON: {e}")))?;
         let current = status["current"].as_str();
-        let mut installed = Installed {
-            security_version: status["security_floor"].as_u64().unwrap_or(0),
-            ..Installed::default()
-        };
+        // The committed floor is added by `of` (fw_core::floor).
+        let mut installed = Installed::default();
         for version in status["versions"].as_array().into_iter().flatten() {
             if let Some(sv) = version["security_version"].as_u64() {
                 installed.security_version = installed.security_version.max(sv);

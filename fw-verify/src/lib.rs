@@ -13,8 +13,10 @@
 //!    Modification times are not compared: they are not part of a file's
 //!    identity in fw.
 //!
-//! On success it records the manifest's BLAKE3 in `.fw/verified`, which
-//! fw-fixate requires. The same check on an installed version is an
+//! `.fw/` may hold only the manifest, its signature and `.fw/verified`, as
+//! regular files (exit 5 otherwise). On success it records the manifest's
+//! BLAKE3 in `.fw/verified` (created relative to `.fw/`, never through a
+//! link), which fw-fixate requires. The same check on an installed version is an
 //! integrity check, like `rpm -V` or `ostree fsck`.
 
 pub mod cli;
@@ -32,12 +34,10 @@ use fw_core::trust::{self, Signer};
 use fw_core::{Error, Result};
 
 pub use fw_core::verified::VERIFIED_PATH;
-/// `TARGET/.fw/security-floor`: the lowest security_version a device
-/// accepts, raised by commits (so that deleting old versions cannot open
-/// the way to a downgrade).
-pub const SECURITY_FLOOR: &str = "security-floor";
 /// Where the policy is when `--policy` is not given.
 pub const DEFAULT_POLICY: &str = "/etc/fw/policy.toml";
+/// The largest manifest signature read.
+const MAX_SIGNATURE: u64 = 64 << 10;
 /// How many differences an error lists.
 pub const MAX_LISTED: usize = 20;
 
@@ -170,28 +170,31 @@ pub struct Verified {
 
 /// Reads and authenticates the manifest of the tree at `path`.
 pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8>, Signer)> {
-    let json_path = path.join(MANIFEST_PATH);
-    let json = std::fs::read(&json_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::invalid(format!(
-                "{} is not an fw version tree: it has no {MANIFEST_PATH}",
-                path.display()
-            ))
-        } else {
-            Error::io(json_path.display(), e)
-        }
-    })?;
-    let sig_path = path.join(SIGNATURE_PATH);
-    let signature = std::fs::read(&sig_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::security(format!(
-                "{}: the manifest is not signed (no {SIGNATURE_PATH})",
-                path.display()
-            ))
-        } else {
-            Error::io(sig_path.display(), e)
-        }
-    })?;
+    let read = |name: &str, limit: u64, missing: Error| {
+        fw_core::verified::read_fw_file(path, name, limit).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                missing
+            } else {
+                Error::invalid(format!("{}/.fw/{name}: {e}", path.display()))
+            }
+        })
+    };
+    let json = read(
+        "manifest.json",
+        manifest::MAX_JSON,
+        Error::invalid(format!(
+            "{} is not an fw version tree: it has no {MANIFEST_PATH}",
+            path.display()
+        )),
+    )?;
+    let signature = read(
+        "manifest.sig",
+        MAX_SIGNATURE,
+        Error::security(format!(
+            "{}: the manifest is not signed (no {SIGNATURE_PATH})",
+            path.display()
+        )),
+    )?;
     let signer = trust::verify_detached(keyring, &signature, &json)
         .map_err(|e| e.context(format!("{}: manifest signature", path.display())))?;
     let manifest = Manifest::from_json(&json).map_err(|e| e.context(path.display()))?;
@@ -199,39 +202,13 @@ pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8
 }
 
 /// The lowest security_version the target accepts: the highest of its
-/// installed versions and of its recorded floor.
+/// installed versions and of its committed floor (fw_core::floor).
 pub fn security_floor(target: &Path) -> Result<u64> {
-    let mut floor = 0;
-    let floor_file = fw_core::target::state_dir(target).join(SECURITY_FLOOR);
-    match std::fs::read_to_string(&floor_file) {
-        Ok(text) => {
-            floor = text.trim().parse().map_err(|_| {
-                Error::failed(format!(
-                    "{}: not a number; fix or remove it",
-                    floor_file.display()
-                ))
-            })?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(floor_file.display(), e)),
-    }
-    let Ok(dir) = std::fs::read_dir(target) else {
-        return Ok(floor);
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let is_version = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
-            && !name.to_string_lossy().starts_with('.');
-        if !is_version {
-            continue;
-        }
-        if let Ok(json) = std::fs::read(entry.path().join(MANIFEST_PATH)) {
-            if let Ok(installed) = Manifest::from_json(&json) {
-                floor = floor.max(installed.security_version);
-            }
-        }
-    }
-    Ok(floor)
+    let committed = fw_core::floor::read(target)?;
+    Ok(fw_core::target::installed_versions(target)
+        .iter()
+        .map(|v| v.manifest.security_version)
+        .fold(committed, u64::max))
 }
 
 /// True if `path` is one of the target's installed versions (a directory
@@ -418,6 +395,9 @@ pub fn verify(
         .canonicalize()
         .map_err(|e| Error::io(path.display(), e))?;
     let path = resolved.as_path();
+    // `.fw/` is not compared with the manifest: nothing may hide there,
+    // and nothing there may lead a write elsewhere.
+    fw_core::verified::check_fw_dir(path)?;
     let (manifest, json, signer) = read_manifest(path, keyring)?;
     expected.check(&manifest)?;
     if !is_installed_version(path, target) {

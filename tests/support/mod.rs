@@ -322,7 +322,12 @@ pub fn install_version(keys: &Keys, target: &Path, tree: &Path, pack_args: &[&st
         &package,
     ));
     let staged = ok(run(
-        fw("fw-unpack").arg("-q").arg("--target").arg(target),
+        fw("fw-unpack")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&keys.keyring)
+            .arg("--target")
+            .arg(target),
         &tar_gz,
     ));
     let staged = String::from_utf8(staged).unwrap().trim_end().to_string();
@@ -358,4 +363,140 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Signing arbitrary bytes with a test vendor key, and fw-unseal's proof.
+
+use openpgp::crypto::KeyPair;
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::stream::{LiteralWriter, Message, Signer};
+use openpgp::serialize::MarshalInto;
+use sequoia_openpgp as openpgp;
+
+/// The signing key pair of a secret key as `fw-sign keygen` writes it.
+pub fn signing_key(key: &[u8]) -> KeyPair {
+    let cert = openpgp::Cert::from_bytes(key).expect("a secret key");
+    let policy = StandardPolicy::new();
+    let ka = cert
+        .with_policy(&policy, None)
+        .expect("a valid key")
+        .keys()
+        .for_signing()
+        .secret()
+        .next()
+        .expect("a signing key");
+    ka.key().clone().into_keypair().expect("an unprotected key")
+}
+
+/// A detached signature of `data` (a manifest), as fw-sign makes it.
+pub fn sign_detached(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let sig = fw_sign::pack::deterministic_detached_signature(
+        &mut signing_key(key),
+        data,
+        std::time::SystemTime::now(),
+    )
+    .expect("signing");
+    openpgp::Packet::from(sig).to_vec().expect("serialising")
+}
+
+/// `data` as a one-pass signed OpenPGP message (binary literal, SHA-256,
+/// no compression), as fw-sign pack signs a package.
+pub fn signed_message(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let message = Signer::new(Message::new(&mut out), signing_key(key))
+        .and_then(|s| s.hash_algo(openpgp::types::HashAlgorithm::SHA256))
+        .and_then(|s| s.build())
+        .expect("a signer");
+    let mut literal = LiteralWriter::new(message).build().expect("a literal");
+    literal.write_all(data).expect("writing");
+    literal.finalize().expect("finishing");
+    out
+}
+
+/// What fw-unseal writes for `data` signed by `key`: `data` between the
+/// announcement and the proof, for fw-unpack.
+pub fn seal(key: &[u8], keyring: &Path, data: &[u8]) -> Vec<u8> {
+    ok(run(
+        fw("fw-unseal").arg("-q").arg("--keyring").arg(keyring),
+        &signed_message(key, data),
+    ))
+}
+
+/// The length of fw-unseal's proof member at the end of `unsealed`.
+fn proof_len(unsealed: &[u8]) -> usize {
+    (26..unsealed.len())
+        .find(|&len| {
+            let member = &unsealed[unsealed.len() - len..];
+            member.starts_with(&[0x1f, 0x8b, 8, 4])
+                && &member[12..14] == b"FS"
+                && 12 + u16::from_le_bytes([member[10], member[11]]) as usize + 10 == len
+        })
+        .expect("fw-unseal's proof at the end")
+}
+
+/// fw-unseal's output without its announcement and proof: the tar.gz
+/// the vendor signed.
+pub fn without_proof(unsealed: &[u8]) -> &[u8] {
+    assert_eq!(&unsealed[12..14], b"FO", "fw-unseal's announcement first");
+    let head = 12 + u16::from_le_bytes([unsealed[10], unsealed[11]]) as usize + 10;
+    &unsealed[head..unsealed.len() - proof_len(unsealed)]
+}
+
+/// fw-unseal's output split into (announcement, tar.gz, proof).
+pub fn split_proof(unsealed: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let body = without_proof(unsealed);
+    let head = body.as_ptr() as usize - unsealed.as_ptr() as usize;
+    let tail = head + body.len();
+    (&unsealed[..head], body, &unsealed[tail..])
+}
+
+impl Keys {
+    /// fw-unseal's output for `data` signed by the vendor.
+    pub fn seal(&self, data: &[u8]) -> Vec<u8> {
+        seal(
+            &std::fs::read(&self.vendor_key).unwrap(),
+            &self.keyring,
+            data,
+        )
+    }
+
+    /// A detached signature of `data` by the vendor.
+    pub fn sign_detached(&self, data: &[u8]) -> Vec<u8> {
+        sign_detached(&std::fs::read(&self.vendor_key).unwrap(), data)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peak memory of a process.
+
+/// `cmd` (program, arguments, environment) run under GNU time, which
+/// writes the peak resident memory of what it ran (and of its waited-for
+/// descendants) to `report`. Not wait4 from here: a child of this test
+/// process counts this process's memory, which it shares until its exec,
+/// in its own ru_maxrss.
+pub fn with_peak(cmd: &Command, report: &Path) -> Command {
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(report)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    timed
+}
+
+/// The peak resident memory in KiB that `with_peak` reported.
+pub fn peak_of(report: &Path) -> u64 {
+    let text = std::fs::read_to_string(report).expect("GNU time's report");
+    text.lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in GNU time's report: {text:?}"))
 }

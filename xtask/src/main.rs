@@ -25,8 +25,10 @@ fn fw_install() -> Command {
              on the firmware target: fw-unseal | fw-unpack, fw-verify, fw-fixate, the pre-install \
              hook, fw-switch to, the post-install and health-check hooks. Every step is recorded \
              in TARGET/.fw/journal; on failure after the switch the previous version comes back \
-             (exit 7), else the failsafe (exit 8). The new version is pending until \
-             `fw-switch commit`.",
+             (exit 7), else the failsafe (exit 8), passing over versions marked failed or below \
+             the security floor (when none is left, the new version stays current, marked \
+             failed: exit 4). The new version is pending until `fw-switch commit`. A package \
+             identical to an installed version is refused (exit 5) unless --reinstall.",
         )
         .arg(value("T", "target", "the firmware target [$FW_TARGET, else /opt/firmware]"))
         .arg(value("K", "keyring", "trusted certificates and device key [$FW_KEYRING, else /etc/fw/keys]"))
@@ -41,6 +43,12 @@ fn fw_install() -> Command {
         .arg(value("NAME", "expect-name", "refuse (exit 4) a package whose signed manifest has another name (fw-update passes the signed index's entry)"))
         .arg(value("V", "expect-version", "refuse (exit 4) a package whose signed manifest has another version"))
         .arg(value("N", "expect-security-version", "refuse (exit 4) a package whose signed manifest has another security_version"))
+        .arg(
+            Arg::new("reinstall")
+                .long("reinstall")
+                .action(ArgAction::SetTrue)
+                .help("install the package even if an identical version (same manifest) is installed already"),
+        )
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
         .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
 }

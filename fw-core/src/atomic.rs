@@ -1,0 +1,122 @@
+//! Replacing a small state file atomically and durably: the one way fw
+//! writes its files in `TARGET/.fw` (journal, security floor, failed
+//! versions).
+//!
+//! A temporary file is created beside the file, relative to the
+//! directory's descriptor, with O_CREAT|O_EXCL|O_NOFOLLOW (so a symlink or
+//! file planted under its name is never written through), written,
+//! fsynced, renamed over the file, and the directory is fsynced: a power
+//! cut leaves the old content or the new, never a mix or nothing. A power
+//! cut before the rename leaves the temporary file, whose name
+//! [`is_temporary`] recognises, for `fw-switch recover` to remove.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use crate::error::{Error, Result};
+
+/// What a temporary name holds between the file's name and a unique tail.
+const TMP_MARK: &str = ".tmp-";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(dir.display(), e.into()))
+}
+
+/// Replaces `dir/name` with `bytes` (mode 0644), atomically and durably.
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let dir_fd = open_dir(dir)?;
+    // Unique among processes (pid) and within one (counter); a leftover
+    // of the same name from a dead process of the same pid is skipped.
+    let (tmp, file) = loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!(".{name}{TMP_MARK}{}-{n}", std::process::id());
+        match openat(
+            dir_fd.as_fd(),
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => break (tmp, File::from(fd)),
+            Err(nix::errno::Errno::EEXIST) if n < 1000 => continue,
+            Err(e) => return Err(Error::io(path.display(), e.into())),
+        }
+    };
+    let mut file = file;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path.display(), e))
+        .and_then(|()| {
+            renameat(dir_fd.as_fd(), tmp.as_str(), dir_fd.as_fd(), name)
+                .map_err(|e| Error::io(path.display(), e.into()))
+        });
+    if let Err(e) = written {
+        let _ = unlinkat(dir_fd.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    nix::unistd::fsync(dir_fd.as_fd())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e.into()))
+}
+
+/// True for the name of a temporary file [`write`] leaves when it is
+/// interrupted (`.NAME.tmp-…`).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TMP_MARK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "state", b"one\n").unwrap();
+        write(dir.path(), "state", b"two\n").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("state")).unwrap(), b"two\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state"]);
+    }
+
+    #[test]
+    fn never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        // Every name the next write may try is a link to the victim.
+        let next = COUNTER.load(Ordering::Relaxed);
+        for n in next..next + 50 {
+            let tmp = format!(".state{TMP_MARK}{}-{n}", std::process::id());
+            std::os::unix::fs::symlink(&victim, dir.path().join(tmp)).unwrap();
+        }
+        write(dir.path(), "state", b"new\n").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(dir.path().join("state")).unwrap(), b"new\n");
+    }
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        assert!(is_temporary(".journal.tmp-12-0"));
+        assert!(is_temporary(".current.tmp-12"));
+        assert!(!is_temporary("journal"));
+        assert!(!is_temporary("security-floor"));
+    }
+}
