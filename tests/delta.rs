@@ -256,10 +256,7 @@ fn a_package_framed_by_another_openpgp_tool_is_read_whole() {
     let gpg = Gpg::new();
     gpg.import(&d.keys.vendor_key);
     let package = std::fs::read(d.www.join("v2.fw")).unwrap();
-    let tar_gz = ok(run(
-        fw("fw-unseal").arg("--keyring").arg(&d.keys.keyring),
-        &package,
-    ));
+    let tar_gz = gpg.ok(&["--decrypt"], &package);
     let resigned = gpg.ok(
         &[
             "--sign",
@@ -585,7 +582,10 @@ fn a_delta_fetches_only_the_manifest_chunks_no_installed_manifest_has() {
         fw("fw-unseal").arg("--keyring").arg(&keys.keyring),
         &package,
     ));
-    let staged = ok(run(fw("fw-unpack").arg("--target").arg(&target), &tar_gz));
+    let staged = ok(run(
+        fw("fw-unpack").arg("--keyring").arg(&keys.keyring).arg("--target").arg(&target),
+        &tar_gz,
+    ));
     let staged = String::from_utf8(staged).unwrap();
     ok(run(
         fw("fw-verify")
