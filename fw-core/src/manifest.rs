@@ -28,8 +28,9 @@ pub const FW_DIR: &str = ".fw";
 pub const MANIFEST_PATH: &str = ".fw/manifest.json";
 pub const SIGNATURE_PATH: &str = ".fw/manifest.sig";
 
-/// The largest manifest fw-unpack reads (its raw JSON): about 35,000
-/// entries; a 10,000-file root filesystem's manifest is about 2.7 MiB.
+/// The largest manifest fw-unpack reads (its raw JSON): about 37,000
+/// entries of a root filesystem's; a 10,000-file root filesystem's
+/// manifest is about 2.7 MiB.
 /// fw-sign refuses to pack a tree whose manifest would be larger.
 pub const MAX_JSON: u64 = 8 << 20;
 
