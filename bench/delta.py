@@ -15,7 +15,7 @@ Imported by bench/bench. On one tree pair, in one run:
   wall time of the whole upgrade over a 20 Mbit/s link (a rate-limiting
   proxy in front of nginx shared by all connections, so parallel fetchers
   get no more): fw full, fw delta, OSTree pull + checkout
-  peak RSS of fw-fetch (/usr/bin/time %M)
+  peak RSS of the delta stage: fw-fetch and fw-unpack --delta (/usr/bin/time %M)
 
 The peers come from Debian (ostree, casync, zchunk; installed by the bench
 as root when missing). Everything runs on 127.0.0.1.
@@ -245,9 +245,10 @@ def timed(ctx, script, env=None):
     return time.monotonic() - t
 
 
-def rss_kib(path):
+def rss_kib(path, tool):
+    """The largest peak RSS of `tool` in a FW_BENCH_TIMES file (KiB)."""
     with open(path) as f:
-        return max((int(l.split()[-1]) for l in f if l.startswith("fw-fetch ")), default=None)
+        return max((int(l.split()[-1]) for l in f if l.startswith(tool + " ")), default=None)
 
 
 def run(ctx, v1, v2, runs):
@@ -317,7 +318,9 @@ def run(ctx, v1, v2, runs):
             ctx.sh(f"{install} -q --delta --target {t} --keyring {ring} {nginx.url(v2p)}", "fw delta",
                    env=dict(env, FW_BENCH_TIMES=times))
             sent, requests = nginx.take()
-            result[f"fw_delta_{kind}"] = {"bytes": sent, "requests": requests, "fetch_rss_kib": rss_kib(times)}
+            result[f"fw_delta_{kind}"] = {"bytes": sent, "requests": requests,
+                                          "fetch_rss_kib": rss_kib(times, "fw-fetch"),
+                                          "unpack_rss_kib": rss_kib(times, "fw-unpack")}
             drop(t)
         t = target_with_v1()
         nginx.take()
@@ -457,12 +460,16 @@ def render(result):
     for name, b, note in rows:
         ratio = f"{b / floor:.2f}" if b and floor else "-"
         out.append(f"{name:<44} {b if b is not None else '-':>13} {ratio:>8}  {note}")
-    d = result["fw_delta_encrypted"]["bytes"]
     out.append("")
-    out.append(f"fw delta / floor = {d / floor:.3f} -> {'met' if d <= 1.1 * floor else 'MISS'} (<= 1.10)")
-    rss = result["fw_delta_encrypted"].get("fetch_rss_kib")
-    if rss:
-        out.append(f"fw-fetch peak RSS {rss / 1024:.1f} MiB -> {'met' if rss <= 32 * 1024 else 'MISS'} (<= 32 MiB)")
+    for kind in ["encrypted", "signed"]:
+        d = result[f"fw_delta_{kind}"]["bytes"]
+        out.append(f"fw delta ({kind}) / floor = {d / floor:.3f} -> {'met' if d <= 1.1 * floor else 'MISS'} (<= 1.10)")
+    for kind in ["encrypted", "signed"]:
+        for tool in ["fetch", "unpack"]:
+            rss = result[f"fw_delta_{kind}"].get(f"{tool}_rss_kib")
+            if rss:
+                out.append(f"fw-{tool}{' --delta' if tool == 'unpack' else ''} peak RSS ({kind} package) "
+                           f"{rss / 1024:.1f} MiB -> {'met' if rss <= 32 * 1024 else 'MISS'} (<= 32 MiB)")
     w = result.get("wall")
     if w:
         out.append("")
