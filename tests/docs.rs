@@ -17,6 +17,7 @@ const TOOLS: &[&str] = &[
     "fw-switch",
     "fw-hook",
     "fw-update",
+    "fw-fetch",
 ];
 
 /// Man pages and completions are generated when the Debian package is

@@ -2,10 +2,13 @@
 //! the signed manifest, keyring loading, the one trust rule for OpenPGP
 //! signatures, and stderr logging.
 
+pub mod archive;
 pub mod atomic;
 pub mod cli;
 pub mod error;
 pub mod floor;
+pub mod framing;
+pub mod http;
 pub mod index;
 pub mod journal;
 pub mod keyring;

@@ -1,5 +1,4 @@
 use super::*;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Deterministic data that compresses somewhat, like a tar of a tree.
@@ -268,22 +267,107 @@ fn members_wholly_skipped_are_neither_inflated_nor_checked() {
 }
 
 #[test]
-fn the_cut_marker_ends_a_member_before_the_next_write() {
+fn cut_ends_a_member_and_the_lengths_are_reported() {
     let data = sample(3 * BLOCK);
     let mut writer = GzWriter::with_threads(Vec::new(), Compression::new(6), 2);
-    let cut = writer.cut_marker();
+    assert_eq!(writer.cut().unwrap(), 0, "nothing written: no member");
     writer.write_all(&data[..1000]).unwrap();
-    cut.store(true, Ordering::Relaxed);
+    assert_eq!(writer.cut().unwrap(), 1);
     writer.write_all(&data[1000..1000 + BLOCK + 5]).unwrap();
-    cut.store(true, Ordering::Relaxed);
+    assert_eq!(writer.cut().unwrap(), 3);
+    assert_eq!(writer.cut().unwrap(), 3, "a second cut cuts nothing");
     writer.write_all(&data[1000 + BLOCK + 5..]).unwrap();
-    let stream = writer.finish().unwrap();
-    let sizes: Vec<usize> = members(&stream)
+    let (stream, lengths) = writer.finish_with_lengths().unwrap();
+    let found = members(&stream);
+    let sizes: Vec<usize> = found
         .iter()
         .map(|m| u32::from_le_bytes(m[m.len() - 4..].try_into().unwrap()) as usize)
         .collect();
     assert_eq!(sizes, [1000, BLOCK, 5, BLOCK, BLOCK - 1005]);
+    assert_eq!(
+        lengths,
+        found.iter().map(|m| m.len() as u32).collect::<Vec<_>>()
+    );
     assert_eq!(unpack(stream, 2).unwrap(), data);
+}
+
+#[test]
+fn the_base_mark_says_where_the_marked_members_end() {
+    let data = sample(BLOCK + 100);
+    let chunks = [Chunk {
+        members: 7,
+        len: 9,
+        hash: [3; 16],
+    }; 5];
+    let table = Chunk::encode(&chunks).unwrap();
+    let region = mark_head(&pack(&data, 2), Some(&table));
+    let info = member_info(&region).unwrap();
+    assert_eq!(info.base, Some(region.len() as u64));
+    let (from, to) = info.chunks.unwrap();
+    let listed = Chunk::decode(&region[from..to]).unwrap();
+    assert_eq!(listed, chunks);
+    assert!(Chunk::decode(&table[..table.len() - 1]).is_none());
+    assert!(
+        Chunk::encode(&[chunks[0]; 3000]).is_none(),
+        "too many for an extra field"
+    );
+    assert_eq!(members(&region)[0].len(), info.len);
+    let rest = pack(b"the tree", 1);
+    let stream = [region.clone(), rest].concat();
+    let mut expected = data.clone();
+    expected.extend_from_slice(b"the tree");
+    assert_eq!(unpack(stream.clone(), 2).unwrap(), expected);
+    // Other readers see one ordinary gzip stream.
+    let mut plain = Vec::new();
+    flate2::read::MultiGzDecoder::new(&stream[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, expected);
+    let mut inflated = Vec::new();
+    let total = inflate_members(&region, 0, |d| {
+        inflated.extend_from_slice(d);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((total, inflated), (data.len() as u64, data));
+    assert!(inflate_members(&region[..region.len() - 1], 0, |_| Ok(())).is_err());
+}
+
+#[test]
+fn omitted_members_are_skipped_never_read_and_only_where_accepted() {
+    use std::io::Seek;
+    let omitted = omitted_member(5000);
+    let info = member_info(&omitted).unwrap();
+    assert_eq!((info.len, info.omitted), (omitted.len(), Some(5000)));
+    let stream = [pack(b"head", 1), omitted, pack(b"tail", 1)].concat();
+
+    let mut reader = GzReader::accepting_omitted(io::Cursor::new(stream.clone()));
+    let mut head = [0u8; 4];
+    reader.read_exact(&mut head).unwrap();
+    assert_eq!(reader.seek(io::SeekFrom::Current(5000)).unwrap(), 5004);
+    let mut tail = Vec::new();
+    reader.read_to_end(&mut tail).unwrap();
+    assert_eq!((&head, &tail[..]), (b"head", &b"tail"[..]));
+
+    let mut reader = GzReader::accepting_omitted(io::Cursor::new(stream.clone()));
+    reader.read_exact(&mut head).unwrap();
+    let err = reader.read(&mut [0u8; 10]).unwrap_err();
+    assert!(err.to_string().contains("omitted"), "{err}");
+    let mut reader = GzReader::accepting_omitted(io::Cursor::new(stream.clone()));
+    reader.read_exact(&mut head).unwrap();
+    assert!(
+        reader.seek(io::SeekFrom::Current(4999)).is_err(),
+        "a skip may not end inside omitted bytes"
+    );
+
+    let err = expect_error(stream.clone(), "an omitted member in a package");
+    assert!(err.contains("omitted member"), "{err}");
+    // Other gzip readers see an empty member.
+    let mut plain = Vec::new();
+    flate2::read::MultiGzDecoder::new(&stream[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, b"headtail");
 }
 
 /// What an observer was shown, for the tests.

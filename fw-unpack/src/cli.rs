@@ -39,6 +39,13 @@ pub struct Cli {
     /// $FW_TARGET, else /opt/firmware].
     #[arg(long, value_name = "T")]
     pub target: Option<PathBuf>,
+    /// The stream is fw-fetch's (a delta upgrade), not fw-unseal's: there
+    /// is no proof; the manifest's signature is the root of trust, every
+    /// header must match the manifest, every file written must match its
+    /// BLAKE3, and data fw-fetch omitted is only linked from an installed
+    /// version, never read.
+    #[arg(long)]
+    pub delta: bool,
     /// Trusted vendor certificates, which fw-unseal's proof and the
     /// manifest's signature must verify by: a directory of *.asc, *.pgp,
     /// *.gpg files, or one file [default: $FW_KEYRING, else /etc/fw/keys].

@@ -63,7 +63,9 @@ fn run(cli: Cli) -> Result<()> {
         .bar("fw-unpack", fw_core::progress::stdin_size());
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
     let input = fw_core::progress::ProgressReader::new(std::io::stdin(), bar.clone());
-    let unpacked = fw_unpack::unpack(input, &staging, max_bytes, &shared, &keyring, &cleanup);
+    let unpacked = fw_unpack::unpack(
+        input, &staging, max_bytes, &shared, &keyring, cli.delta, &cleanup,
+    );
     fw_core::progress::finish(&bar);
     let unpacked = unpacked?;
     note!(

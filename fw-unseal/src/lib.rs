@@ -433,6 +433,13 @@ mod tests {
         let mut message = Message::new(&mut out);
         if encrypt {
             let recipients = fw_sign::keys::recipients(&device).unwrap();
+            let recipients = recipients.into_iter().map(|r| {
+                openpgp::serialize::stream::Recipient::new(
+                    openpgp::types::Features::empty().set_seipdv1(),
+                    openpgp::KeyHandle::from(r.keyid),
+                    r.key,
+                )
+            });
             message = Encryptor::for_recipients(message, recipients)
                 .build()
                 .unwrap();

@@ -7,7 +7,11 @@ use fw_update::{config, Action, Updater};
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let file = config::load(cli.config.as_deref())?;
-    let mut updater = Updater::new(cli.settings.over(file))?;
+    let mut settings = cli.settings;
+    if cli.full {
+        settings.delta = Some(false);
+    }
+    let mut updater = Updater::new(settings.over(file))?;
     match cli.command {
         Cmd::Check => updater.cycle(Action::Check),
         Cmd::Download => updater.cycle(Action::Download),

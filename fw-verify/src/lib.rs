@@ -485,6 +485,7 @@ mod tests {
             security_version: 2,
             created: 0,
             tool: "test".into(),
+            gz_length: None,
             entries,
         }
     }
@@ -500,6 +501,8 @@ mod tests {
             blake3: Some(blake3::hash(data).to_hex().to_string()),
             target: None,
             hardlink: None,
+            mtime: None,
+            gz: None,
         }
     }
 
@@ -575,6 +578,8 @@ mod tests {
                 blake3: None,
                 target: None,
                 hardlink: None,
+                mtime: None,
+                gz: None,
             },
             file("changed", 0o644, b"changed"),
             file("missing", 0o644, b""),

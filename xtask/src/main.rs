@@ -21,7 +21,8 @@ fn fw_install() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .about("Install an fw package on the target, switch to it, run its hooks, roll back on failure")
         .long_about(
-            "Install an fw package (a file, an http(s) URL streamed through curl, or - for stdin) \
+            "Install an fw package (a file, an http(s) URL streamed through curl, or - for stdin; \
+             with --delta, a URL fetched by HTTP Range, only what the target lacks) \
              on the firmware target: fw-unseal | fw-unpack, fw-verify, fw-fixate, the pre-install \
              hook, fw-switch to, the post-install and health-check hooks. Every step is recorded \
              in TARGET/.fw/journal; on failure after the switch the previous version comes back \
@@ -37,6 +38,7 @@ fn fw_install() -> Command {
         .arg(value("S", "hook-timeout", "kill a hook after S seconds (default 300)"))
         .arg(value("N", "hook-retries", "retries of a hook that exits 3 (default 3)"))
         .arg(value("S", "hook-retry-interval", "first retry interval, doubling (default 5)"))
+        .arg(Arg::new("delta").long("delta").action(ArgAction::SetTrue).help("URL only: download only what the target lacks (fw-fetch | fw-unpack --delta); an interrupted fetch resumes at the next run"))
         .arg(value("N", "stall-speed", "give up a URL whose transfer stays under N bytes/s for --stall-time seconds (default 1024): exit 1, nothing changed"))
         .arg(value("S", "stall-time", "the seconds a transfer may stay under --stall-speed (default 60)"))
         .arg(value("NAME", "expect-name", "refuse (exit 4) a package whose signed manifest has another name (fw-update passes the signed index's entry)"))
@@ -75,6 +77,7 @@ pub fn commands() -> Vec<Command> {
         fw_switch::cli::Cli::command(),
         fw_hook::cli::Cli::command(),
         fw_update::cli::Cli::command(),
+        fw_fetch::cli::Cli::command(),
         fw_install(),
     ]
 }
