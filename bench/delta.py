@@ -15,7 +15,7 @@ Imported by bench/bench. On one tree pair, in one run:
   wall time of the whole upgrade over a 20 Mbit/s link (a rate-limiting
   proxy in front of nginx shared by all connections, so parallel fetchers
   get no more): fw full, fw delta, OSTree pull + checkout
-  peak RSS of fw-fetch (/usr/bin/time %M)
+  peak RSS of the delta stage: fw-fetch and fw-unpack --delta (/usr/bin/time %M)
 
 The peers come from Debian (ostree, casync, zchunk; installed by the bench
 as root when missing). Everything runs on 127.0.0.1.
@@ -48,13 +48,38 @@ class Ctx:
     def tool(self, name):
         return os.path.join(self.rel, name)
 
+    in_peer = False
+
     def sh(self, script, what, env=None, capture=False):
         r = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], env=env or self.env,
                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
-            self.die(f"{what} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+            msg = f"{what} failed (exit {r.returncode}):\n{r.stderr[-3000:]}"
+            if self.in_peer:
+                raise PeerFailed(msg)
+            self.die(msg)
         return r.stdout if capture else r.stderr
+
+    def peer(self, result, keys, step):
+        """Runs a peer's `step`; if it fails, its figures (`keys` of
+        `result`) are left out of the table, said why, and the run goes on:
+        a peer that cannot run is no reason to lose fw's figures."""
+        self.in_peer = True
+        try:
+            step()
+            return True
+        except PeerFailed as e:
+            self.log(f"delta: left out of the table: {e}")
+            for k in keys:
+                result.setdefault(k, {"bytes": None, "error": str(e).strip()[-300:]})
+            return False
+        finally:
+            self.in_peer = False
+
+
+class PeerFailed(Exception):
+    pass
 
 
 def need_peers(ctx):
@@ -245,9 +270,10 @@ def timed(ctx, script, env=None):
     return time.monotonic() - t
 
 
-def rss_kib(path):
+def rss_kib(path, tool):
+    """The largest peak RSS of `tool` in a FW_BENCH_TIMES file (KiB)."""
     with open(path) as f:
-        return max((int(l.split()[-1]) for l in f if l.startswith("fw-fetch ")), default=None)
+        return max((int(l.split()[-1]) for l in f if l.startswith(tool + " ")), default=None)
 
 
 def run(ctx, v1, v2, runs):
@@ -317,79 +343,101 @@ def run(ctx, v1, v2, runs):
             ctx.sh(f"{install} -q --delta --target {t} --keyring {ring} {nginx.url(v2p)}", "fw delta",
                    env=dict(env, FW_BENCH_TIMES=times))
             sent, requests = nginx.take()
-            result[f"fw_delta_{kind}"] = {"bytes": sent, "requests": requests, "fetch_rss_kib": rss_kib(times)}
+            result[f"fw_delta_{kind}"] = {"bytes": sent, "requests": requests,
+                                          "fetch_rss_kib": rss_kib(times, "fw-fetch"),
+                                          "unpack_rss_kib": rss_kib(times, "fw-unpack")}
+            ctx.log(f"  fw delta ({kind}): {result[f'fw_delta_{kind}']}")
             drop(t)
         t = target_with_v1()
         nginx.take()
         ctx.sh(f"{install} -q --target {t} --keyring {ring} {nginx.url('v2.fw')}", "fw full", env=env)
         sent, requests = nginx.take()
         result["fw_full"] = {"bytes": sent, "requests": requests}
+        ctx.log(f"  fw full: {result['fw_full']}; floor {result['floor']}")
         drop(t)
 
         # OSTree: an archive repo on the server with v1 and v2 and a static delta.
         ctx.log("delta: OSTree (commit v1, v2; static delta; pulls)")
         srv = os.path.join(www, "ostree")
-        ctx.sh(f"""
-ostree init --repo={srv} --mode=archive
-ostree commit --repo={srv} --branch=fw --tree=dir={q(v1['path'])} {ostree_skip(w, v1)} -s v1 >/dev/null
-""", "ostree commit v1")
-        c1 = ctx.sh(f"ostree rev-parse --repo={srv} fw", "rev-parse", capture=True).strip()
-        ctx.sh(f"ostree commit --repo={srv} --branch=fw --tree=dir={q(v2['path'])} {ostree_skip(w, v2)} -s v2 "
-               ">/dev/null", "ostree commit v2")
-        c2 = ctx.sh(f"ostree rev-parse --repo={srv} fw", "rev-parse", capture=True).strip()
+        commits = {}
 
         def ostree_client(name):
             repo = os.path.join(w, name)
             ctx.sh(f"""
 ostree init --repo={repo} --mode=archive
 ostree remote add --repo={repo} --no-gpg-verify srv {nginx.url('ostree')}
-ostree pull --repo={repo} srv {c1} >/dev/null
+ostree pull --repo={repo} srv {commits['v1']} >/dev/null
 """, "ostree client with v1")
             return repo
 
-        repo = ostree_client("ost-pull")
-        nginx.take()
-        ctx.sh(f"ostree pull --repo={repo} --disable-static-deltas srv {c2} >/dev/null", "ostree pull")
-        result["ostree_pull"] = dict(zip(["bytes", "requests"], nginx.take()))
-        shutil.rmtree(repo)
-        ctx.sh(f"ostree static-delta generate --repo={srv} --from={c1} --to={c2} >/dev/null", "static delta")
-        repo = ostree_client("ost-delta")
-        nginx.take()
-        ctx.sh(f"ostree pull --repo={repo} srv {c2} >/dev/null", "ostree pull (static delta)")
-        result["ostree_static_delta"] = dict(zip(["bytes", "requests"], nginx.take()))
-        shutil.rmtree(repo)
+        def ostree():
+            ctx.sh(f"ostree init --repo={srv} --mode=archive", "ostree init")
+            for name, tree in [("v1", v1), ("v2", v2)]:
+                ctx.sh(f"ostree commit --repo={srv} --branch=fw --tree=dir={q(tree['path'])} "
+                       f"{ostree_skip(w, tree)} -s {name} >/dev/null", f"ostree commit {name}")
+                commits[name] = ctx.sh(f"ostree rev-parse --repo={srv} fw", "rev-parse", capture=True).strip()
+            repo = ostree_client("ost-pull")
+            nginx.take()
+            ctx.sh(f"ostree pull --repo={repo} --disable-static-deltas srv {commits['v2']} >/dev/null",
+                   "ostree pull")
+            result["ostree_pull"] = dict(zip(["bytes", "requests"], nginx.take()))
+            shutil.rmtree(repo)
+
+        def ostree_static_delta():
+            ctx.sh(f"ostree static-delta generate --repo={srv} --from={commits['v1']} --to={commits['v2']} "
+                   ">/dev/null", "static delta")
+            repo = ostree_client("ost-delta")
+            nginx.take()
+            ctx.sh(f"ostree pull --repo={repo} srv {commits['v2']} >/dev/null", "ostree pull (static delta)")
+            result["ostree_static_delta"] = dict(zip(["bytes", "requests"], nginx.take()))
+            shutil.rmtree(repo)
+
+        ostree_ok = ctx.peer(result, ["ostree_pull", "ostree_static_delta"], ostree)
+        if ostree_ok:
+            ctx.peer(result, ["ostree_static_delta"], ostree_static_delta)
 
         # casync: a chunk store of both trees; extract v2 seeded with v1.
-        ctx.log("delta: casync (store of v1 and v2; seeded extract)")
-        store = os.path.join(www, "castore")
-        ctx.sh(f"""
+        def casync():
+            ctx.log("delta: casync (store of v1 and v2; seeded extract)")
+            store = os.path.join(www, "castore")
+            ctx.sh(f"""
 casync make --store={store} {casync_excludes(v1)} {www}/v1.caidx {q(v1['path'])} >/dev/null
 casync make --store={store} {casync_excludes(v2)} {www}/v2.caidx {q(v2['path'])} >/dev/null
 """, "casync make")
-        out = os.path.join(w, "casync-out")
-        nginx.take()
-        ctx.sh(f"casync extract --store={nginx.url('castore')} --seed={q(v1['path'])} "
-               f"{nginx.url('v2.caidx')} {out}", "casync extract")
-        result["casync"] = dict(zip(["bytes", "requests"], nginx.take()))
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(store)
+            out = os.path.join(w, "casync-out")
+            nginx.take()
+            try:
+                ctx.sh(f"casync extract --store={nginx.url('castore')} --seed={q(v1['path'])} "
+                       f"{nginx.url('v2.caidx')} {out}", "casync extract")
+                result["casync"] = dict(zip(["bytes", "requests"], nginx.take()))
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(store, ignore_errors=True)
+
+        ctx.peer(result, ["casync"], casync)
 
         # zchunk: zck of a tar of each tree; the size a delta would fetch.
-        ctx.log("delta: zchunk (tar.zck of each; zck_delta_size)")
-        zd = os.path.join(w, "zck")
-        os.makedirs(zd)
-        for name, tree in [("v1", v1), ("v2", v2)]:
-            ex = " ".join(f"--exclude=./{q(g)}" for g in tree["excludes"])
-            ctx.sh(f"tar -C {q(tree['path'])} {ex} --sort=name -cf {zd}/{name}.tar . && "
-                   f"zck -o {zd}/{name}.tar.zck {zd}/{name}.tar >/dev/null && rm {zd}/{name}.tar", f"zck {name}")
-        text = ctx.sh(f"zck_delta_size {zd}/v1.tar.zck {zd}/v2.tar.zck", "zck_delta_size", capture=True)
-        m = re.search(r"Would download (\d+) of (\d+) bytes", text)
-        result["zchunk"] = {"bytes": int(m.group(1)) if m else None, "text": text.strip()[-300:]}
-        shutil.rmtree(zd)
+        def zchunk():
+            ctx.log("delta: zchunk (tar.zck of each; zck_delta_size)")
+            zd = os.path.join(w, "zck")
+            os.makedirs(zd)
+            try:
+                for name, tree in [("v1", v1), ("v2", v2)]:
+                    ex = " ".join(f"--exclude=./{q(g)}" for g in tree["excludes"])
+                    ctx.sh(f"tar -C {q(tree['path'])} {ex} --sort=name -cf {zd}/{name}.tar . && "
+                           f"zck -o {zd}/{name}.tar.zck {zd}/{name}.tar >/dev/null && rm {zd}/{name}.tar",
+                           f"zck {name}")
+                text = ctx.sh(f"zck_delta_size {zd}/v1.tar.zck {zd}/v2.tar.zck", "zck_delta_size", capture=True)
+                m = re.search(r"Would download (\d+) of (\d+) bytes", text)
+                result["zchunk"] = {"bytes": int(m.group(1)) if m else None, "text": text.strip()[-300:]}
+            finally:
+                shutil.rmtree(zd, ignore_errors=True)
+
+        ctx.peer(result, ["zchunk"], zchunk)
 
         # Wall time over a 20 Mbit/s link.
         ctx.log(f"delta: wall time over 20 Mbit/s, {runs} runs each (fw full, fw delta, OSTree pull + checkout)")
-        walls = {"fw_full": [], "fw_delta": [], "ostree": []}
+        walls = {"fw_full": [], "fw_delta": []} | ({"ostree": []} if ostree_ok else {})
         for i in range(runs):
             t = target_with_v1()
             walls["fw_delta"].append(timed(ctx, f"{install} -q --delta --target {t} --keyring {ring} "
@@ -399,15 +447,16 @@ casync make --store={store} {casync_excludes(v2)} {www}/v2.caidx {q(v2['path'])}
             walls["fw_full"].append(timed(ctx, f"{install} -q --target {t} --keyring {ring} "
                                                f"{proxy.url('v2.fw')}", env=env))
             drop(t)
-            repo = ostree_client(f"ost-wall-{i}")
-            ctx.sh(f"ostree remote add --repo={repo} --no-gpg-verify slow {proxy.url('ostree')}", "remote")
-            co = os.path.join(w, f"ost-co-{i}")
-            walls["ostree"].append(timed(ctx, f"ostree pull --repo={repo} --disable-static-deltas slow {c2} "
-                                              f">/dev/null && ostree checkout --repo={repo} {c2} {co}"))
-            shutil.rmtree(repo)
-            shutil.rmtree(co, ignore_errors=True)
-            ctx.log(f"  run {i + 1}/{runs}: fw delta {walls['fw_delta'][-1]:.1f} s, fw full "
-                    f"{walls['fw_full'][-1]:.1f} s, OSTree {walls['ostree'][-1]:.1f} s")
+            if ostree_ok:
+                repo = ostree_client(f"ost-wall-{i}")
+                ctx.sh(f"ostree remote add --repo={repo} --no-gpg-verify slow {proxy.url('ostree')}", "remote")
+                co = os.path.join(w, f"ost-co-{i}")
+                walls["ostree"].append(timed(ctx, f"ostree pull --repo={repo} --disable-static-deltas slow "
+                                                  f"{commits['v2']} >/dev/null && ostree checkout --repo={repo} "
+                                                  f"{commits['v2']} {co}"))
+                shutil.rmtree(repo)
+                shutil.rmtree(co, ignore_errors=True)
+            ctx.log(f"  run {i + 1}/{runs}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in walls.items()))
         result["wall"] = {k: {"median": round(statistics.median(v), 2), "min": round(min(v), 2), "runs": v}
                           for k, v in walls.items()}
     finally:
@@ -417,14 +466,18 @@ casync make --store={store} {casync_excludes(v2)} {www}/v2.caidx {q(v2['path'])}
 
 
 def ostree_skip(work, tree):
-    """ostree commit's --skip-list of the tree's excluded paths (dev/* of a root filesystem)."""
+    """ostree commit's --skip-list of the tree's excluded paths (dev/* of a root filesystem).
+
+    ostree 2022.7 skips only what the list names as a directory of the
+    tree, not the files in it: a `DIR/*` glob skips DIR itself."""
     import fnmatch
     path = os.path.join(work, f"skip-{len(os.listdir(work))}")
-    skipped = []
+    skipped = ["/" + g[:-2] for g in tree["excludes"] if g.endswith("/*") and not any(c in g[:-2] for c in "*?[")]
     for top, dirs, files in os.walk(tree["path"]):
         for name in dirs + files:
             rel = os.path.relpath(os.path.join(top, name), tree["path"])
-            if any(fnmatch.fnmatch(rel, g) for g in tree["excludes"]):
+            if any(fnmatch.fnmatch(rel, g) for g in tree["excludes"]) and not any(
+                    ("/" + rel).startswith(d + "/") for d in skipped):
                 skipped.append("/" + rel)
     if not skipped:
         return ""
@@ -440,34 +493,45 @@ def casync_excludes(tree):
 
 def render(result):
     floor = result["floor"]["bytes"]
+
+    def row(name, key, note=lambda r: f"{r['requests']} requests"):
+        r = result.get(key) or {"bytes": None, "error": "not run"}
+        if r.get("bytes") is None:
+            return name, None, "not measured: " + r.get("error", "?").splitlines()[-1][:60]
+        return name, r["bytes"], note(r)
+
     rows = [
         ("floor: gzip -6 of each new v2 content", floor, f"{result['floor']['files']} files"),
-        ("fw full: the whole v2 package", result["fw_full"]["bytes"], ""),
-        ("fw delta (encrypted package)", result["fw_delta_encrypted"]["bytes"],
-         f"{result['fw_delta_encrypted']['requests']} requests"),
-        ("fw delta (signed-only package)", result["fw_delta_signed"]["bytes"],
-         f"{result['fw_delta_signed']['requests']} requests"),
-        ("OSTree pull (new objects, archive repo)", result["ostree_pull"]["bytes"],
-         f"{result['ostree_pull']['requests']} requests"),
-        ("OSTree static delta v1 -> v2", result["ostree_static_delta"]["bytes"], ""),
-        ("casync (v1 tree as seed)", result["casync"]["bytes"], f"{result['casync']['requests']} requests"),
-        ("zchunk (zck_delta_size, tar.zck of each)", result["zchunk"]["bytes"], "computed"),
+        row("fw full: the whole v2 package", "fw_full"),
+        row("fw delta (encrypted package)", "fw_delta_encrypted"),
+        row("fw delta (signed-only package)", "fw_delta_signed"),
+        row("OSTree pull (new objects, archive repo)", "ostree_pull"),
+        row("OSTree static delta v1 -> v2", "ostree_static_delta"),
+        row("casync (v1 tree as seed)", "casync"),
+        row("zchunk (zck_delta_size, tar.zck of each)", "zchunk", lambda r: "computed"),
     ]
     out = [f"{'v1 -> v2: bytes over the wire':<44} {'bytes':>13} {'x floor':>8}  note", "-" * 80]
     for name, b, note in rows:
         ratio = f"{b / floor:.2f}" if b and floor else "-"
         out.append(f"{name:<44} {b if b is not None else '-':>13} {ratio:>8}  {note}")
-    d = result["fw_delta_encrypted"]["bytes"]
     out.append("")
-    out.append(f"fw delta / floor = {d / floor:.3f} -> {'met' if d <= 1.1 * floor else 'MISS'} (<= 1.10)")
-    rss = result["fw_delta_encrypted"].get("fetch_rss_kib")
-    if rss:
-        out.append(f"fw-fetch peak RSS {rss / 1024:.1f} MiB -> {'met' if rss <= 32 * 1024 else 'MISS'} (<= 32 MiB)")
+    for kind in ["encrypted", "signed"]:
+        d = result[f"fw_delta_{kind}"]["bytes"]
+        out.append(f"fw delta ({kind}) / floor = {d / floor:.3f} -> {'met' if d <= 1.1 * floor else 'MISS'} (<= 1.10)")
+    for kind in ["encrypted", "signed"]:
+        for tool in ["fetch", "unpack"]:
+            rss = result[f"fw_delta_{kind}"].get(f"{tool}_rss_kib")
+            if rss:
+                out.append(f"fw-{tool}{' --delta' if tool == 'unpack' else ''} peak RSS ({kind} package) "
+                           f"{rss / 1024:.1f} MiB -> {'met' if rss <= 32 * 1024 else 'MISS'} (<= 32 MiB)")
     w = result.get("wall")
     if w:
         out.append("")
         out.append(f"wall time of the upgrade over 20 Mbit/s ({result['runs']} runs, median / min, s):")
         for k, name in [("fw_delta", "fw delta (fw-install --delta URL)"), ("fw_full", "fw full (fw-install URL)"),
                         ("ostree", "OSTree pull + checkout")]:
-            out.append(f"  {name:<40} {w[k]['median']:>7.1f} {w[k]['min']:>7.1f}")
+            if k in w:
+                out.append(f"  {name:<40} {w[k]['median']:>7.1f} {w[k]['min']:>7.1f}")
+            else:
+                out.append(f"  {name:<40} not measured (see above)")
     return "\n".join(out)

@@ -583,7 +583,11 @@ fn a_delta_fetches_only_the_manifest_chunks_no_installed_manifest_has() {
         &package,
     ));
     let staged = ok(run(
-        fw("fw-unpack").arg("--keyring").arg(&keys.keyring).arg("--target").arg(&target),
+        fw("fw-unpack")
+            .arg("--keyring")
+            .arg(&keys.keyring)
+            .arg("--target")
+            .arg(&target),
         &tar_gz,
     ));
     let staged = String::from_utf8(staged).unwrap();

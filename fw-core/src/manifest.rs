@@ -191,6 +191,9 @@ impl Manifest {
         // The members of successive files follow each other in the tar.gz.
         let mut gz_end = 0u64;
         for entry in &self.entries {
+            // The path first: an error names what is wrong with the entry
+            // itself before what it refers to.
+            validate_path(&entry.path)?;
             if let Some([gap, length]) = entry.gz {
                 let end = gz_end.checked_add(gap).and_then(|o| o.checked_add(length));
                 let fits = entry.kind == Kind::File
@@ -207,7 +210,6 @@ impl Manifest {
                 }
                 gz_end = end.unwrap_or(u64::MAX);
             }
-            validate_path(&entry.path)?;
             if let Some(prev) = previous {
                 if path_order(prev, &entry.path) != std::cmp::Ordering::Less {
                     return Err(Error::invalid(format!(

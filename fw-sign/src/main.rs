@@ -47,12 +47,8 @@ fn run(cli: Cli) -> Result<()> {
                 exclude,
                 source_date_epoch: fw_sign::pack::source_date_epoch_from_env()?,
             };
-            // A File on fd 1 (not the line-buffered Stdout): sequoia's writers
-            // must be Send + Sync.
-            let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("stdout", e))?;
-            let stdout = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::from(fd));
+            let stdout =
+                std::io::BufWriter::with_capacity(256 << 10, fw_core::stdio::stdout_file()?);
             let bar = progress.bar("fw-sign pack", None);
             fw_sign::pack::pack_with_progress(&options, stdout, &bar).map(|_| ())
         }
@@ -73,7 +69,7 @@ fn run(cli: Cli) -> Result<()> {
                 packages,
                 source_date_epoch: fw_sign::pack::source_date_epoch_from_env()?,
             })?;
-            fw_sign::index::write_file(&sig_path, &signed.signature)?;
+            fw_core::atomic::write_path(&sig_path, &signed.signature)?;
             write_stdout(&signed.json)
         }
     }

@@ -2,39 +2,27 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fw_core::keyring::{self, Keyring};
-use fw_core::{note, Error, Result};
+use fw_core::{note, Result};
 use fw_unpack::cli::Cli;
 use fw_unpack::Cleanup;
 
 /// Removes the staging directory on SIGTERM, SIGINT or SIGHUP, then exits.
 fn clean_up_on_signals(cleanup: Cleanup) -> Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    // Blocked here, before any other thread starts, so only the waiter
-    // below ever sees them.
-    signals
-        .thread_block()
-        .map_err(|e| Error::failed(format!("cannot block signals: {e}")))?;
-    std::thread::spawn(move || {
-        if let Ok(signal) = signals.wait() {
-            let removed = cleanup.abort();
-            fw_core::log::emit(
-                fw_core::log::Level::Error,
-                "fw-unpack",
-                &format!(
-                    "interrupted by {signal:?}{}",
-                    removed
-                        .map(|d| format!("; removed {}", d.display()))
-                        .unwrap_or_default()
-                ),
-            );
-            std::process::exit(1);
-        }
-    });
-    Ok(())
+    fw_core::signals::on_termination(move |signal| {
+        let removed = cleanup.abort();
+        fw_core::log::emit(
+            fw_core::log::Level::Error,
+            "fw-unpack",
+            &format!(
+                "interrupted by {signal:?}{}",
+                removed
+                    .map(|d| format!("; removed {}", d.display()))
+                    .unwrap_or_default()
+            ),
+        );
+        std::process::exit(1);
+    })
+    .map(drop)
 }
 
 fn run(cli: Cli) -> Result<()> {

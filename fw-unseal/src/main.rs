@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fw_core::keyring::{self, Keyring};
-use fw_core::{note, Error, Result};
+use fw_core::{note, Result};
 use fw_unseal::cli::Cli;
 
 fn run(cli: Cli) -> Result<()> {
@@ -11,15 +11,11 @@ fn run(cli: Cli) -> Result<()> {
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdout()));
     let stdout = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
-    // Sequoia wants a Send + Sync reader: read stdin through a File on fd 0.
-    let fd = std::os::fd::AsFd::as_fd(&std::io::stdin())
-        .try_clone_to_owned()
-        .map_err(|e| Error::io("stdin", e))?;
     let bar = cli
         .progress
         .bar("fw-unseal", fw_core::progress::stdin_size());
     let input = fw_core::progress::ProgressReader::new(
-        std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(fd)),
+        std::io::BufReader::with_capacity(256 << 10, fw_core::stdio::stdin_file()?),
         bar.clone(),
     );
     let unsealed = fw_unseal::unseal(&keyring, input, stdout, cli.spool);
