@@ -276,7 +276,7 @@ fn tampering_after_unpack_is_refused() {
                 let f = p.join(".fw/manifest.json");
                 let text = std::fs::read_to_string(&f)
                     .unwrap()
-                    .replace("\"security_version\": 3", "\"security_version\": 4");
+                    .replace("\"security_version\":3", "\"security_version\":4");
                 std::fs::write(&f, text).unwrap();
             }),
             4,
