@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, Exit, Result};
 
 /// Parses the command line of `C`. A usage error exits 2 as clap reports
 /// it, or, when logs are JSON (`--log-format json` among the arguments, or
@@ -36,10 +36,10 @@ pub fn parse<C: clap::Parser>() -> C {
         C::command().get_name()
     );
     crate::log::Record::new(crate::log::Level::Error, "error")
-        .field("code", ExitCode::Usage.code())
-        .field("exit", ExitCode::Usage.name())
+        .field("code", Exit::Usage.code())
+        .field("exit", Exit::Usage.name())
         .emit(C::command().get_name(), &message);
-    std::process::exit(ExitCode::Usage.code().into());
+    std::process::exit(Exit::Usage.code().into());
 }
 
 /// `--log-format F` or `--log-format=F` among `args`, when F is valid.

@@ -2,10 +2,12 @@
 
 use std::fmt;
 
-/// DESIGN.md's exit codes. Scripts rely on the numbers.
+/// The exit codes of docs/design.md. Scripts rely on the numbers. Named
+/// `Exit`, not `ExitCode`, so that it never shadows `std::process::ExitCode`
+/// in a main.rs that returns one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
-pub enum ExitCode {
+pub enum Exit {
     Done = 0,
     Failed = 1,
     Usage = 2,
@@ -25,7 +27,7 @@ pub enum ExitCode {
     BrokenPipe = 141,
 }
 
-impl ExitCode {
+impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
@@ -33,44 +35,44 @@ impl ExitCode {
     /// A short name of the code, for logs (`"security"`, `"no_input"`).
     pub fn name(self) -> &'static str {
         match self {
-            ExitCode::Done => "done",
-            ExitCode::Failed => "failed",
-            ExitCode::Usage => "usage",
-            ExitCode::RetryLater => "retry_later",
-            ExitCode::Security => "security",
-            ExitCode::Invalid => "invalid",
-            ExitCode::Busy => "busy",
-            ExitCode::RolledBack => "rolled_back",
-            ExitCode::Failsafe => "failsafe",
-            ExitCode::NoInput => "no_input",
-            ExitCode::BrokenPipe => "broken_pipe",
+            Exit::Done => "done",
+            Exit::Failed => "failed",
+            Exit::Usage => "usage",
+            Exit::RetryLater => "retry_later",
+            Exit::Security => "security",
+            Exit::Invalid => "invalid",
+            Exit::Busy => "busy",
+            Exit::RolledBack => "rolled_back",
+            Exit::Failsafe => "failsafe",
+            Exit::NoInput => "no_input",
+            Exit::BrokenPipe => "broken_pipe",
         }
     }
 
     /// The code a child fw tool (or fw-install) exited with, as ours: any number
     /// outside DESIGN.md's table is a failure.
-    pub fn from_status(code: i32) -> ExitCode {
+    pub fn from_status(code: i32) -> Exit {
         [
-            ExitCode::Done,
-            ExitCode::Failed,
-            ExitCode::Usage,
-            ExitCode::RetryLater,
-            ExitCode::Security,
-            ExitCode::Invalid,
-            ExitCode::Busy,
-            ExitCode::RolledBack,
-            ExitCode::Failsafe,
-            ExitCode::NoInput,
-            ExitCode::BrokenPipe,
+            Exit::Done,
+            Exit::Failed,
+            Exit::Usage,
+            Exit::RetryLater,
+            Exit::Security,
+            Exit::Invalid,
+            Exit::Busy,
+            Exit::RolledBack,
+            Exit::Failsafe,
+            Exit::NoInput,
+            Exit::BrokenPipe,
         ]
         .into_iter()
         .find(|c| i32::from(c.code()) == code)
-        .unwrap_or(ExitCode::Failed)
+        .unwrap_or(Exit::Failed)
     }
 }
 
-impl From<ExitCode> for std::process::ExitCode {
-    fn from(code: ExitCode) -> Self {
+impl From<Exit> for std::process::ExitCode {
+    fn from(code: Exit) -> Self {
         std::process::ExitCode::from(code.code())
     }
 }
@@ -79,40 +81,40 @@ impl From<ExitCode> for std::process::ExitCode {
 /// The message names what failed and, where it can, what to do.
 #[derive(Debug)]
 pub struct Error {
-    pub code: ExitCode,
+    pub code: Exit,
     pub message: String,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+    pub fn new(code: Exit, message: impl Into<String>) -> Self {
         Error {
             code,
             message: message.into(),
         }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Failed, message)
+        Self::new(Exit::Failed, message)
     }
     pub fn security(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Security, message)
+        Self::new(Exit::Security, message)
     }
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Invalid, message)
+        Self::new(Exit::Invalid, message)
     }
     pub fn usage(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Usage, message)
+        Self::new(Exit::Usage, message)
     }
     /// stdin, a pipe, ended before anything came: the stage before failed.
     pub fn no_input(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::NoInput, message)
+        Self::new(Exit::NoInput, message)
     }
 
     /// An I/O failure on `what` (a path, "stdin", "stdout").
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
         if err.kind() == std::io::ErrorKind::BrokenPipe {
-            return Self::new(ExitCode::BrokenPipe, format!("{what}: {err}"));
+            return Self::new(Exit::BrokenPipe, format!("{what}: {err}"));
         }
         const ENOSPC: i32 = 28;
         let hint = match err.raw_os_error() {
@@ -144,11 +146,11 @@ impl std::error::Error for Error {}
 /// failure, one line.
 pub fn report(tool: &str, result: Result<()>) -> std::process::ExitCode {
     match result {
-        Ok(()) => ExitCode::Done.into(),
-        Err(err) if err.code == ExitCode::BrokenPipe => err.code.into(),
+        Ok(()) => Exit::Done.into(),
+        Err(err) if err.code == Exit::BrokenPipe => err.code.into(),
         Err(err) => {
             let level = match err.code {
-                ExitCode::NoInput => crate::log::Level::Debug,
+                Exit::NoInput => crate::log::Level::Debug,
                 _ => crate::log::Level::Error,
             };
             crate::log::Record::new(level, "error")
@@ -166,27 +168,27 @@ mod tests {
 
     #[test]
     fn codes_match_design() {
-        assert_eq!(ExitCode::Security.code(), 4);
-        assert_eq!(ExitCode::Invalid.code(), 5);
-        assert_eq!(ExitCode::Failsafe.code(), 8);
-        assert_eq!(ExitCode::from_status(7), ExitCode::RolledBack);
-        assert_eq!(ExitCode::from_status(141), ExitCode::BrokenPipe);
-        assert_eq!(ExitCode::from_status(9), ExitCode::NoInput);
-        assert_eq!(ExitCode::from_status(10), ExitCode::Failed);
-        assert_eq!(ExitCode::from_status(-1), ExitCode::Failed);
+        assert_eq!(Exit::Security.code(), 4);
+        assert_eq!(Exit::Invalid.code(), 5);
+        assert_eq!(Exit::Failsafe.code(), 8);
+        assert_eq!(Exit::from_status(7), Exit::RolledBack);
+        assert_eq!(Exit::from_status(141), Exit::BrokenPipe);
+        assert_eq!(Exit::from_status(9), Exit::NoInput);
+        assert_eq!(Exit::from_status(10), Exit::Failed);
+        assert_eq!(Exit::from_status(-1), Exit::Failed);
     }
 
     #[test]
     fn enospc_says_disk_full() {
         let err = Error::io("out.tar", std::io::Error::from_raw_os_error(28));
         assert!(err.message.contains("disk is full"), "{}", err.message);
-        assert_eq!(err.code, ExitCode::Failed);
+        assert_eq!(err.code, Exit::Failed);
     }
 
     #[test]
     fn context_keeps_code() {
         let err = Error::invalid("bad entry").context("pkg.fw");
-        assert_eq!(err.code, ExitCode::Invalid);
+        assert_eq!(err.code, Exit::Invalid);
         assert_eq!(err.message, "pkg.fw: bad entry");
     }
 }

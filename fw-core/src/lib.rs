@@ -24,7 +24,7 @@ pub mod target;
 pub mod trust;
 pub mod verified;
 
-pub use error::{Error, ExitCode, Result};
+pub use error::{Error, Exit, Result};
 
 /// The version every fw tool reports, and writes into manifests it packs.
 pub const FW_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -500,7 +500,7 @@ mod tests {
         manifest.entries[2].path = "bin/../../x".into();
         assert_eq!(
             Manifest::from_json(&manifest.to_json()).unwrap_err().code,
-            crate::ExitCode::Invalid
+            crate::Exit::Invalid
         );
     }
 

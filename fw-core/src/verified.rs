@@ -174,7 +174,7 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, tree.join(".fw/.verified.tmp")).unwrap();
         let err = check_fw_dir(&tree).unwrap_err();
-        assert_eq!(err.code, crate::ExitCode::Invalid, "{}", err.message);
+        assert_eq!(err.code, crate::Exit::Invalid, "{}", err.message);
         // Even if called without the check, the link is replaced, not followed.
         record(&tree, "abc").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use fw_core::{Error, ExitCode, Result};
+use fw_core::{Error, Exit, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +68,7 @@ impl Cache {
             .map_err(|e| Error::io(lock_path.display(), e))?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
             Error::new(
-                ExitCode::Busy,
+                Exit::Busy,
                 format!(
                     "another fw-fetch is running on {} ({} is locked): try again later",
                     target.display(),

@@ -167,10 +167,7 @@ mod tests {
         other[5] ^= 1;
         let mut check = FileCheck::new(&entry(&other));
         check.push(&bytes).unwrap();
-        assert_eq!(
-            check.finish().unwrap_err().code,
-            fw_core::ExitCode::Security
-        );
+        assert_eq!(check.finish().unwrap_err().code, fw_core::Exit::Security);
         let mut check = FileCheck::new(&entry(&data));
         check.push(&bytes[..bytes.len() - 3]).unwrap();
         assert!(check.finish().is_err(), "cut short");

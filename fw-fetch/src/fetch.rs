@@ -213,7 +213,7 @@ fn finish(
             Ok(summary)
         }
         Err(e) => {
-            let keep = e.code == fw_core::ExitCode::Failed;
+            let keep = e.code == fw_core::Exit::Failed;
             if !keep {
                 let _ = cache.clear();
             }
@@ -683,7 +683,7 @@ fn delta<W: Write + Send + 'static>(
     // A stream whose reader went away is that reader's story; else the
     // fetch's own failure comes first.
     match (fetching, emitted) {
-        (_, Err(e)) if e.code == fw_core::ExitCode::BrokenPipe => Err(e),
+        (_, Err(e)) if e.code == fw_core::Exit::BrokenPipe => Err(e),
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => Err(e),
         (Ok(()), Ok(_)) => Ok((needs.len() + lack.same.len(), held, total)),
@@ -811,7 +811,7 @@ fn copy_span<R: Read + Send + Sync>(
             .is_err()
         {
             // The stream's reader went away; the emitter says so.
-            return Err(Error::new(fw_core::ExitCode::BrokenPipe, "stdout closed"));
+            return Err(Error::new(fw_core::Exit::BrokenPipe, "stdout closed"));
         }
         pos = need.to;
     }
@@ -884,7 +884,7 @@ fn whole_package<W: Write + Send + 'static>(
         .unwrap_or_else(|_| Err(Error::failed("the thread writing the stream died")));
     let _ = cache.clear();
     match (reading, emitted) {
-        (_, Err(e)) if e.code == fw_core::ExitCode::BrokenPipe => Err(e),
+        (_, Err(e)) if e.code == fw_core::Exit::BrokenPipe => Err(e),
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
         (Ok(()), Ok(_)) => Ok(summary(
             &head,

@@ -2,7 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use fw_core::journal::Journal;
-use fw_core::ExitCode as FwExit;
+use fw_core::Exit as FwExit;
 use fw_core::{note, Error, Result};
 use fw_switch::cli::{Cli, Command, JournalAction};
 use fw_switch::{Outcome, Target};

@@ -290,7 +290,7 @@ mod tests {
                 &Cleanup::new(),
             )
             .unwrap_err();
-            assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+            assert_eq!(err.code, fw_core::Exit::Security, "{}", err.message);
             assert!(err.message.contains("manifest"), "{}", err.message);
         }
         assert_eq!(

@@ -372,16 +372,16 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_usage_errors() {
         let err = parse("auto_downlaod = true").unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Usage);
+        assert_eq!(err.code, fw_core::Exit::Usage);
         let err = parse("index = \"http://h/i\"\ncheck_interval = \"soon\"").unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Usage);
+        assert_eq!(err.code, fw_core::Exit::Usage);
         assert!(err.message.contains("check_interval"), "{}", err.message);
         assert!(Config::default().validate().is_err(), "no index");
         let ftp = Config {
             index: Some("ftp://h/i".into()),
             ..Config::default()
         };
-        assert_eq!(ftp.validate().unwrap_err().code, fw_core::ExitCode::Usage);
+        assert_eq!(ftp.validate().unwrap_err().code, fw_core::Exit::Usage);
         let still = parse("index = \"http://h/i\"\nstall_speed = 0").unwrap();
         assert!(still.validate().is_err());
     }

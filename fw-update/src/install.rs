@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use fw_core::retry::{self, Attempt, Backoff};
-use fw_core::{detail, note, Error, ExitCode, Result};
+use fw_core::{detail, note, Error, Exit, Result};
 use fw_nbio::{Failure, Process, Sink};
 
 use crate::events::State;
@@ -91,7 +91,7 @@ impl Updater {
         )?;
         if done.is_none() {
             return Err(Error::new(
-                ExitCode::RetryLater,
+                Exit::RetryLater,
                 format!(
                     "installing {} {}: a hook kept asking to retry later (exit 3), {} times: \
                      the next check tries again",
@@ -184,7 +184,7 @@ impl Updater {
             _ => "it failed",
         };
         Err(Error::new(
-            ExitCode::from_status(code),
+            Exit::from_status(code),
             format!("{installing}: {what} (exit {code}); see its messages above"),
         ))
     }

@@ -517,7 +517,7 @@ mod tests {
         let err = policy
             .check(&manifest(vec![file("a", 0o4755, b"abc")]))
             .unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Security);
+        assert_eq!(err.code, fw_core::Exit::Security);
         let err = policy
             .check(&manifest(vec![file("a", 0o644, b"0123456789abc")]))
             .unwrap_err();
@@ -547,7 +547,7 @@ mod tests {
             expect(None, None, Some(3)),
         ] {
             let err = wrong.check(&m).unwrap_err();
-            assert_eq!(err.code, fw_core::ExitCode::Security);
+            assert_eq!(err.code, fw_core::Exit::Security);
             assert!(err.message.contains("\"fw\" \"1\""), "{}", err.message);
         }
     }
