@@ -87,18 +87,82 @@ fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
-/// Man pages: one for the tool, one per subcommand (`fw-switch-status.1`).
-fn man_pages(cmd: &Command, out: &Path) -> std::io::Result<()> {
+/// The exit codes every binary and fw-install share (fw_core::Exit;
+/// docs/design.md has the long form).
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "done"),
+    ("1", "failed: I/O, a hook, a path that does not exist, anything else"),
+    ("2", "usage error"),
+    ("3", "retry later"),
+    ("4", "security violation: bad or missing signature, untrusted signer, tampering, below the security floor"),
+    ("5", "invalid input: malformed package, unsafe archive, tree differs from its manifest, an identical version installed already"),
+    ("6", "busy: another install holds the target's lock"),
+    ("7", "the new version failed after the switch; the previous version is back"),
+    ("8", "the previous version failed too; the failsafe version is running"),
+    ("9", "no input: the stage before failed (quiet; that stage said why)"),
+    ("141", "the reader of stdout went away"),
+];
+
+/// The pages a tool's page points to: fw(7), then every other tool.
+const TOOL_PAGES: &[&str] = &[
+    "fw-sign",
+    "fw-unseal",
+    "fw-fetch",
+    "fw-unpack",
+    "fw-verify",
+    "fw-fixate",
+    "fw-switch",
+    "fw-hook",
+    "fw-install",
+    "fw-update",
+];
+
+/// EXIT STATUS and SEE ALSO, in roff, for page `name` (its `parent` tool
+/// for a subcommand's page).
+fn exit_and_see_also(name: &str, parent: Option<&str>) -> String {
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in EXIT_STATUS {
+        roff += &format!(".TP\n{code}\n{meaning}\n");
+    }
+    roff += ".SH \"SEE ALSO\"\n";
+    let mut pages = vec![r"\fBfw\fR(7)".to_string()];
+    let related: Vec<&str> = match parent {
+        Some(parent) => vec![parent],
+        None => TOOL_PAGES.iter().copied().filter(|t| *t != name).collect(),
+    };
+    pages.extend(
+        related
+            .iter()
+            .map(|t| format!(r"\fB{}\fR(1)", t.replace('-', r"\-"))),
+    );
+    roff += &pages.join(", ");
+    roff +=
+        "\n.PP\nThe design document: /usr/share/doc/fw/design.md (docs/design.md of the source).\n";
+    roff
+}
+
+/// Man pages: one for the tool, one per subcommand (`fw-switch-status.1`),
+/// each with the shared EXIT STATUS and a SEE ALSO (before VERSION).
+fn man_pages(cmd: &Command, parent: Option<&str>, out: &Path) -> std::io::Result<()> {
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
-    write(&out.join(format!("man/man1/{}.1", cmd.get_name())), &page)?;
+    let page = String::from_utf8(page).expect("clap_mangen writes UTF-8");
+    let extra = exit_and_see_also(cmd.get_name(), parent);
+    let page = match page.find(".SH VERSION") {
+        Some(at) => format!("{}{extra}{}", &page[..at], &page[at..]),
+        None => page + &extra,
+    };
+    write(
+        &out.join(format!("man/man1/{}.1", cmd.get_name())),
+        page.as_bytes(),
+    )?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("{}-{}", cmd.get_name(), sub.get_name());
         let sub = sub
             .clone()
             .name(name.clone())
             .version(cmd.get_version().map(str::to_string).unwrap_or_default());
-        man_pages(&sub, out)?;
+        man_pages(&sub, Some(cmd.get_name()), out)?;
     }
     Ok(())
 }
@@ -142,7 +206,7 @@ pub fn generate(out: &Path) -> std::io::Result<()> {
     for cmd in commands() {
         let mut cmd = cmd;
         cmd.build();
-        man_pages(&cmd, out)?;
+        man_pages(&cmd, None, out)?;
         completions(&cmd, out)?;
     }
     write(&out.join("man/man7/fw.7"), include_bytes!("fw.7"))
