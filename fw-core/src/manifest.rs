@@ -77,6 +77,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of a file system object, if a manifest can hold it (no
+    /// sockets, device nodes or fifos).
+    pub fn of(file_type: std::fs::FileType) -> Option<Kind> {
+        if file_type.is_dir() {
+            Some(Kind::Dir)
+        } else if file_type.is_file() {
+            Some(Kind::File)
+        } else if file_type.is_symlink() {
+            Some(Kind::Symlink)
+        } else {
+            None
+        }
+    }
+
     /// The name the manifest uses.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -178,14 +178,7 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
         if stdout_inode == Some((meta.dev(), meta.ino())) {
             continue;
         }
-        let file_type = meta.file_type();
-        let kind = if file_type.is_dir() {
-            Kind::Dir
-        } else if file_type.is_file() {
-            Kind::File
-        } else if file_type.is_symlink() {
-            Kind::Symlink
-        } else {
+        let Some(kind) = Kind::of(meta.file_type()) else {
             return Err(Error::invalid(format!(
                 "{}: sockets, device nodes and fifos cannot be packed; create them at \
                  install time (post-install hook) or --exclude them",

@@ -280,14 +280,7 @@ pub fn compare_tree(
             diffs.push(difference(&entry.path, "missing"));
             continue;
         };
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else {
+        let Some(kind) = Kind::of(meta.file_type()) else {
             diffs.push(difference(&entry.path, "not a file, directory or symlink"));
             continue;
         };
