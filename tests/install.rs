@@ -950,7 +950,12 @@ fn installing_the_same_version_again_is_refused_unless_asked_for() {
         &std::fs::read(&v1).unwrap(),
     ));
     let staged = String::from_utf8(ok(run(
-        fw("fw-unpack").arg("-q").arg("--target").arg(&d.target),
+        fw("fw-unpack")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&d.keys.keyring)
+            .arg("--target")
+            .arg(&d.target),
         &tar_gz,
     )))
     .unwrap();

@@ -935,7 +935,9 @@ fn a_stalled_transfer_ends_says_why_and_frees_the_lock() {
     assert_eq!(d.versions_and_staging().1, Vec::<String>::new());
     // Neither fw-update's lock nor the target's is held.
     exits(d.update(&["check"]), 0);
-    d.fw_install(&v1);
+    let v3 = d.package("v3", 1);
+    d.fw_install(&v3);
+    assert_eq!(d.current(), "v3");
 }
 
 /// Issue 13 item 6: another vendor-signed product served at the URL of the index's

@@ -73,6 +73,19 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("fsync {}", dir.display()), e.into()))
 }
 
+/// [`write`] for a path: replaces the file `path` names, in its directory.
+pub fn write_path(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    write(dir, name, bytes)
+}
+
 /// True for the name of a temporary file [`write`] leaves when it is
 /// interrupted (`.NAME.tmp-…`).
 pub fn is_temporary(name: &str) -> bool {
@@ -110,6 +123,14 @@ mod tests {
         write(dir.path(), "state", b"new\n").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert_eq!(std::fs::read(dir.path().join("state")).unwrap(), b"new\n");
+    }
+
+    #[test]
+    fn writes_a_path_relative_or_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        write_path(&dir.path().join("index.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("index.json")).unwrap(), b"{}");
+        assert!(write_path(Path::new("/"), b"").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod cli;
 pub mod error;
 pub mod floor;
+pub mod index;
 pub mod journal;
 pub mod keyring;
 pub mod lock;

@@ -9,7 +9,7 @@
 //! rule as the manifest's: no canonical JSON, and the file stays readable
 //! by `jq`, a browser or a CDN.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,7 @@ use openpgp::policy::StandardPolicy;
 use openpgp::serialize::Marshal;
 use sequoia_openpgp as openpgp;
 
+use fw_core::index::{Entry, Index, FORMAT};
 use fw_core::keyring::Keyring;
 use fw_core::manifest::{Manifest, MANIFEST_PATH};
 use fw_core::trust::{self, TrustHelper};
@@ -27,9 +28,6 @@ use fw_core::{detail, Error, Result};
 
 use crate::keys;
 use crate::pack::deterministic_detached_signature;
-
-/// The index's own format version.
-pub const FORMAT: u32 = 1;
 
 /// How long an index is valid when `--expires` is not given: 7 days.
 pub const DEFAULT_EXPIRES: &str = "7d";
@@ -48,45 +46,14 @@ pub struct IndexOptions {
     pub source_date_epoch: Option<u64>,
 }
 
-/// One package of the index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexEntry {
-    pub name: String,
-    pub version: String,
-    pub security_version: u64,
-    pub created: u64,
-    pub url: String,
-    pub size: u64,
-    pub blake3: String,
-}
-
 /// The index and its detached signature (armored).
 #[derive(Debug, Clone)]
 pub struct SignedIndex {
     pub json: Vec<u8>,
     pub signature: Vec<u8>,
-    pub entries: Vec<IndexEntry>,
+    pub entries: Vec<Entry>,
 }
 pub use fw_core::cli::parse_duration;
-
-/// A JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// Percent-encodes a file name for a URL path segment.
 fn url_segment(name: &str) -> String {
@@ -101,32 +68,6 @@ fn url_segment(name: &str) -> String {
     out
 }
 
-/// The index's JSON: stable field order, one entry per line group.
-pub fn to_json(created: u64, expires: u64, entries: &[IndexEntry]) -> Vec<u8> {
-    let mut out = format!(
-        "{{\n  \"format\": {FORMAT},\n  \"created\": {created},\n  \"expires\": {expires},\n  \"entries\": ["
-    );
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "\n    {{\n      \"name\": {},\n      \"version\": {},\n      \"security_version\": {},\n      \"created\": {},\n      \"url\": {},\n      \"size\": {},\n      \"blake3\": {}\n    }}",
-            json_string(&e.name),
-            json_string(&e.version),
-            e.security_version,
-            e.created,
-            json_string(&e.url),
-            e.size,
-            json_string(&e.blake3),
-        ));
-    }
-    if !entries.is_empty() {
-        out.push_str("\n  ");
-    }
-    out.push_str("]\n}\n");
-    out.into_bytes()
-}
 
 /// Reads the signed manifest of a package, checking the package's signature
 /// by `keyring` (the signing key's own certificate: an index lists only
@@ -238,7 +179,7 @@ pub fn index(options: &IndexOptions) -> Result<SignedIndex> {
             manifest.version,
             manifest.security_version
         );
-        entries.push(IndexEntry {
+        entries.push(Entry {
             name: manifest.name,
             version: manifest.version,
             security_version: manifest.security_version,
@@ -255,7 +196,13 @@ pub fn index(options: &IndexOptions) -> Result<SignedIndex> {
         None => unix_seconds(SystemTime::now()),
     };
     let expires = created.saturating_add(options.expires_in);
-    let json = to_json(created, expires, &entries);
+    let json = Index {
+        format: FORMAT,
+        created,
+        expires,
+        entries: entries.clone(),
+    }
+    .to_json();
     let signature = deterministic_detached_signature(
         &mut pair,
         &json,
@@ -303,36 +250,12 @@ pub fn signature_path(arg: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// Writes `bytes` to `path` (temporary file, fsync, rename).
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(tmp.display(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn json_is_escaped_and_parses_as_written() {
-        let entries = vec![IndexEntry {
-            name: "fw".into(),
-            version: "1 \"q\"\\".into(),
-            security_version: 2,
-            created: 3,
-            url: "http://x/a%20b.fw".into(),
-            size: 4,
-            blake3: "ab".into(),
-        }];
-        let json = String::from_utf8(to_json(10, 20, &entries)).unwrap();
-        assert!(json.contains(r#""version": "1 \"q\"\\""#), "{json}");
-        assert!(json.contains("\"expires\": 20"));
+    fn file_names_are_percent_encoded() {
         assert_eq!(url_segment("a b.fw"), "a%20b.fw");
     }
 }

@@ -73,7 +73,7 @@ fn run(cli: Cli) -> Result<()> {
                 packages,
                 source_date_epoch: fw_sign::pack::source_date_epoch_from_env()?,
             })?;
-            fw_sign::index::write_file(&sig_path, &signed.signature)?;
+            fw_core::atomic::write_path(&sig_path, &signed.signature)?;
             write_stdout(&signed.json)
         }
     }

@@ -2,14 +2,12 @@
 //! refuse it if expired, older than the last accepted one, or below the installed
 //! security_version, and compare its newest entry with what is installed.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use fw_core::{detail, note, Error, ExitCode, Result};
+use fw_core::{detail, note, ExitCode, Result};
 
 use crate::events::{self, State};
-use crate::index::{self, Index};
+use crate::index::{self, Index, IndexRules};
 use crate::updater::{Checked, Updater};
 use crate::{http, Installed};
 
@@ -122,13 +120,12 @@ impl Updater {
         index::check_not_below(&entry, installed.security_version)
             .map_err(|e| e.context(self.config.index().unwrap_or_default()))?;
         if let Some((json, sig, etag)) = fresh {
-            write_atomic(&self.cache("index.json.sig"), &sig)?;
-            write_atomic(&self.cache("index.json"), &json)?;
-            write_atomic(
+            fw_core::atomic::write_path(&self.cache("index.json.sig"), &sig)?;
+            fw_core::atomic::write_path(&self.cache("index.json"), &json)?;
+            fw_core::atomic::write_path(
                 &self.cache("index.etag"),
                 etag.unwrap_or_default().as_bytes(),
             )?;
-            fw_core::target::sync_dir(&self.downloads)?;
         }
         self.events.last_checked = Some(now);
         self.events.name = entry.name.clone();
@@ -154,14 +151,3 @@ impl Updater {
     }
 }
 
-/// Writes `bytes` to `path` atomically and durably.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(tmp.display(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
-}

@@ -80,7 +80,7 @@ setup() {
         recover-undo)
             # As if the power went right after v2 was fixated.
             install_pkg v1 && switch commit && switch journal begin &&
-                staged=$(fw-unseal --keyring "$KEYS" </pc/pkg/v2.fw | fw-unpack --target "$T") &&
+                staged=$(fw-unseal --keyring "$KEYS" </pc/pkg/v2.fw | fw-unpack --keyring "$KEYS" --target "$T") &&
                 fw-verify --keyring "$KEYS" --target "$T" "$staged" >/dev/null &&
                 fw-fixate --target "$T" "$staged" >/dev/null ;;
         commit) install_pkg v1 && switch commit && install_pkg v2 ;;
