@@ -101,5 +101,8 @@ fuzz_target!(|data: &[u8]| {
     if let Some(i) = events.iter().position(|&e| e == 'p') {
         assert_eq!(i, events.len() - 1, "bytes after the proof: {events:?}");
     }
-    assert!(events.iter().filter(|&&e| e == 'a').count() <= 1, "{events:?}");
+    assert!(
+        events.iter().filter(|&&e| e == 'a').count() <= 1,
+        "{events:?}"
+    );
 });

@@ -37,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if !keyring.secret_keys.is_empty() {
-        let _ = fw_unseal::unseal_bytes(&keyring, &fw_fuzz::encrypt(&fw_fuzz::signed_message(), true), false);
+        let _ = fw_unseal::unseal_bytes(
+            &keyring,
+            &fw_fuzz::encrypt(&fw_fuzz::signed_message(), true),
+            false,
+        );
     }
 });

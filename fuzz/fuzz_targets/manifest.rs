@@ -13,10 +13,15 @@ fuzz_target!(|data: &[u8]| {
     match (&parsed, &read) {
         (Ok(a), Ok(b)) => assert_eq!(a, b),
         (Err(_), Err(_)) => {}
-        _ => panic!("from_json and from_reader disagree: {:?} / {:?}", parsed.is_ok(), read.is_ok()),
+        _ => panic!(
+            "from_json and from_reader disagree: {:?} / {:?}",
+            parsed.is_ok(),
+            read.is_ok()
+        ),
     }
     if let Ok(manifest) = parsed {
-        let again = Manifest::from_json(&manifest.to_json()).expect("a written manifest reads back");
+        let again =
+            Manifest::from_json(&manifest.to_json()).expect("a written manifest reads back");
         assert_eq!(again, manifest);
         for (i, entry) in manifest.entries.iter().enumerate() {
             assert_eq!(manifest.position(&entry.path), Some(i), "{:?}", entry.path);

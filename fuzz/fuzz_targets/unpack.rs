@@ -23,11 +23,19 @@ fn check_tree(tree: &Path) {
     let manifest = Manifest::from_json(&json).expect("an accepted manifest");
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() { tree.to_path_buf() } else { tree.join(&rel) };
+        let dir = if rel.is_empty() {
+            tree.to_path_buf()
+        } else {
+            tree.join(&rel)
+        };
         for entry in std::fs::read_dir(&dir).expect("readable") {
             let entry = entry.expect("readable");
             let name = entry.file_name().to_string_lossy().into_owned();
-            let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let path = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
             if path == ".fw" {
                 continue;
             }
@@ -43,7 +51,10 @@ fn check_tree(tree: &Path) {
             } else if kind.is_file() {
                 Kind::File
             } else {
-                panic!("{path:?} is a {kind:?} (fifo/device: {})", kind.is_fifo() || kind.is_block_device() || kind.is_char_device());
+                panic!(
+                    "{path:?} is a {kind:?} (fifo/device: {})",
+                    kind.is_fifo() || kind.is_block_device() || kind.is_char_device()
+                );
             };
             assert_eq!(found, listed, "{path:?}");
             if kind.is_dir() {

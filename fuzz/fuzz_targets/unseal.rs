@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         ),
         Ok(_) => {
             if let Err(e) = fw_fuzz::proof_verdict(out) {
-                panic!("fw-unseal's output fails fw-unpack's proof check: {}", e.message);
+                panic!(
+                    "fw-unseal's output fails fw-unpack's proof check: {}",
+                    e.message
+                );
             }
         }
     }

@@ -71,9 +71,12 @@ fn keys() -> &'static Keys {
             .expect("an encryption subkey")
             .key()
             .clone();
-        let pkesk = openpgp::packet::pkesk::PKESK3::for_recipient(SESSION_ALGO, &session, &recipient)
-            .expect("a PKESK");
-        let pkesk = Packet::from(PKESK::from(pkesk)).to_vec().expect("serialize");
+        let pkesk =
+            openpgp::packet::pkesk::PKESK3::for_recipient(SESSION_ALGO, &session, &recipient)
+                .expect("a PKESK");
+        let pkesk = Packet::from(PKESK::from(pkesk))
+            .to_vec()
+            .expect("serialize");
         Keys {
             keyring,
             vendor,
@@ -109,8 +112,7 @@ fn vendor_signer() -> KeyPair {
 
 /// The vendor's binary detached signature over `data`, as one packet.
 pub fn sign(data: &[u8]) -> Vec<u8> {
-    let sig =
-        fw_sign_signature(data).expect("the harness signs whatever it is given");
+    let sig = fw_sign_signature(data).expect("the harness signs whatever it is given");
     Packet::from(sig).to_vec().expect("serialize")
 }
 
@@ -148,10 +150,7 @@ pub fn encrypt(inner: &[u8], mdc: bool) -> Vec<u8> {
     plain.extend_from_slice(inner);
     if mdc {
         plain.extend_from_slice(&[0xd3, 0x14]);
-        let mut sha1 = HashAlgorithm::SHA1
-            .context()
-            .expect("SHA-1")
-            .for_digest();
+        let mut sha1 = HashAlgorithm::SHA1.context().expect("SHA-1").for_digest();
         sha1.update(&plain);
         plain.extend_from_slice(&sha1.into_digest().expect("digest"));
     }
@@ -205,8 +204,11 @@ pub fn proof_verdict(stream: Vec<u8>) -> fw_core::Result<()> {
             self.0.proof(payload)
         }
     }
-    let mut reader =
-        fw_gz::GzReader::observed(std::io::Cursor::new(stream), 1, Some(Box::new(Feed(checker))));
+    let mut reader = fw_gz::GzReader::observed(
+        std::io::Cursor::new(stream),
+        1,
+        Some(Box::new(Feed(checker))),
+    );
     std::io::copy(&mut reader, &mut std::io::sink())
         .map_err(|e| fw_core::Error::invalid(e.to_string()))?;
     verdict.wait().map(|_| ())
@@ -336,7 +338,12 @@ impl Staging {
         let names = |dir: &std::path::Path| -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(dir)
                 .expect("readable")
-                .map(|e| e.expect("readable").file_name().to_string_lossy().into_owned())
+                .map(|e| {
+                    e.expect("readable")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .collect();
             names.sort();
             names
