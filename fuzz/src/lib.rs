@@ -386,7 +386,9 @@ mod heap {
 
     fn grow(by: usize) {
         let live = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-        if live > limit() {
+        // Not while a panic is reported: symbolizing its backtrace takes
+        // far more than the bound and would hide the panic's own message.
+        if live > limit() && !std::thread::panicking() {
             use std::io::Write;
             // No allocation from here on: stderr is unbuffered.
             let _ = std::io::stderr().write_all(
