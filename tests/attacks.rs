@@ -407,7 +407,8 @@ fn a_compression_layer_is_refused_before_a_byte() {
     }
     assert!(bomb.len() < 8 << 10, "{} bytes", bomb.len());
     let attack = w.file("bomb.fw", &bomb);
-    let [(unseal_code, unseal_rss, unseal_err), (unpack_code, _, _)] = w.unseal_unpack(&attack);
+    let [(unseal_code, unseal_rss, unseal_err), (unpack_code, _, unpack_err)] =
+        w.unseal_unpack(&attack);
     eprintln!(
         "{} bytes: fw-unseal {unseal_code:?} {unseal_rss} KiB: {unseal_err}",
         bomb.len()
@@ -415,8 +416,9 @@ fn a_compression_layer_is_refused_before_a_byte() {
     assert_eq!(unseal_code, Some(4), "{unseal_err}");
     assert!(unseal_err.contains("compression"), "{unseal_err}");
     assert!(unseal_rss < MAX_RSS_KIB);
-    // fw-unpack got nothing at all.
-    assert_eq!(unpack_code, Some(5));
+    // fw-unpack got nothing at all: exit 9, no input (fw-unseal said why).
+    assert_eq!(unpack_code, Some(9));
+    assert_eq!(unpack_err, "", "one failure, one line: fw-unseal's");
     let out = run_file(&mut w.unseal(), &attack);
     assert!(fails_with(out, 4).is_empty(), "not a byte written");
     w.assert_nothing_installed("compression");
@@ -549,8 +551,8 @@ fn fw_verify_never_writes_through_a_link_in_dot_fw() {
 }
 
 /// The other side of the manifest bound: a vendor-signed manifest just
-/// under 8 MiB (about 30,000 entries; a 10,000-file root filesystem's is
-/// 2.4 MiB) unpacks in bounded memory, and fw-sign refuses to pack a tree
+/// under 8 MiB (about 37,000 entries, one per line; a 10,000-file root filesystem's is
+/// 2.7 MiB) unpacks in bounded memory, and fw-sign refuses to pack a tree
 /// whose manifest would be larger.
 #[test]
 fn a_manifest_at_the_limit_unpacks_in_bounded_memory() {
@@ -568,7 +570,7 @@ fn a_manifest_at_the_limit_unpacks_in_bounded_memory() {
             std::fs::write(path, b"").unwrap();
         }
     };
-    add(0..30_000);
+    add(0..37_000);
     let pack = || {
         run(
             fw("fw-sign")
@@ -602,14 +604,14 @@ fn a_manifest_at_the_limit_unpacks_in_bounded_memory() {
             ),
         ]
     };
-    eprintln!("30,000 entries: fw-unseal {unseal_rss} KiB, fw-unpack {unpack_rss} KiB");
+    eprintln!("37,000 entries: fw-unseal {unseal_rss} KiB, fw-unpack {unpack_rss} KiB");
     assert_eq!(
         (unseal_code, unpack_code),
         (Some(0), Some(0)),
         "{unpack_err}"
     );
     assert!(unpack_rss < MAX_RSS_KIB, "fw-unpack took {unpack_rss} KiB");
-    add(30_000..33_000);
+    add(37_000..42_000);
     let out = pack();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     fails_with(out, 5);

@@ -17,6 +17,7 @@ const TOOLS: &[&str] = &[
     "fw-switch",
     "fw-hook",
     "fw-update",
+    "fw-fetch",
 ];
 
 /// Man pages and completions are generated when the Debian package is
@@ -358,4 +359,82 @@ fn logs_as_json_and_with_journal_priorities() {
         &package,
     );
     assert!(quiet.stderr.is_empty());
+}
+
+/// The design document is the contract (docs/design.md, with docs/update.md
+/// for the agent): every subcommand and every option of every tool, and of
+/// fw-install, is named there, so a new one cannot ship undocumented. The
+/// options every tool shares are described once, in prose.
+#[test]
+fn the_design_document_names_every_subcommand_and_option() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/design.md")).unwrap()
+        + &std::fs::read_to_string(root.join("docs/update.md")).unwrap();
+    let shared = [
+        "--help",
+        "--version",
+        "--quiet",
+        "--verbose",
+        "--log-format",
+    ];
+    let mut missing = Vec::new();
+    let mut check = |tool: &str, sub: Option<&str>, help: &str| {
+        if let Some(sub) = sub {
+            if !docs.contains(&format!("{tool} {sub}")) && !docs.contains(&format!("| {sub}")) {
+                missing.push(format!("{tool} {sub}"));
+            }
+        }
+        for flag in flags(help) {
+            if !shared.contains(&flag.as_str()) && !docs.contains(flag.as_str()) {
+                missing.push(format!(
+                    "{tool} {}{flag}",
+                    sub.map(|s| format!("{s} ")).unwrap_or_default()
+                ));
+            }
+        }
+    };
+    for tool in TOOLS {
+        let help = String::from_utf8(ok(run(fw(tool).arg("--help"), b""))).unwrap();
+        check(tool, None, &help);
+        for sub in subcommands(&help) {
+            let sub_help =
+                String::from_utf8(ok(run(fw(tool).args([sub.as_str(), "--help"]), b""))).unwrap();
+            check(tool, Some(&sub), &sub_help);
+        }
+    }
+    let out = Command::new(root.join("scripts/fw-install"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    check("fw-install", None, &String::from_utf8(out.stdout).unwrap());
+    assert!(
+        missing.is_empty(),
+        "not in docs/design.md nor docs/update.md: {missing:?}"
+    );
+}
+
+/// Every man page says what its exit codes mean and where to read on, and
+/// fw(7) covers the update agent.
+#[test]
+fn every_man_page_has_exit_status_and_see_also() {
+    let docs = generated_docs();
+    let mut pages = 0;
+    for section in ["man1", "man7"] {
+        for entry in std::fs::read_dir(docs.path().join("man").join(section)).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for heading in [".SH \"EXIT STATUS\"", ".SH \"SEE ALSO\""] {
+                let plain = heading.replace('"', "");
+                assert!(
+                    text.contains(heading) || text.contains(&plain),
+                    "{}: no {plain}",
+                    path.display()
+                );
+            }
+            pages += 1;
+        }
+    }
+    assert!(pages > 20, "{pages} pages");
+    let fw7 = std::fs::read_to_string(docs.path().join("man/man7/fw.7")).unwrap();
+    assert!(fw7.contains(".SH THE UPDATE AGENT") && fw7.contains(".BR fw\\-update (1)"));
 }

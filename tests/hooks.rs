@@ -258,7 +258,8 @@ fn usage_errors() {
         fw("fw-hook").args(["pre-install", &s(&t.join("no-such-version"))]),
         b"",
     );
-    fails_with(output, 2);
+    // A missing path: exit 1, as in every tool.
+    fails_with(output, 1);
     let output = run(
         fw("fw-hook").args(["--timeout", "-1", "pre-install", &s(&v)]),
         b"",

@@ -1870,10 +1870,15 @@ fn refuses_corrupt_truncated_or_trailing_gzip() {
     let base = base();
     let g = &base.tar_gz;
     let n = g.len();
+    // fw-sign's members: a header whose extra field holds the member's
+    // length at bytes 16..20 (and in the first member, where the tree's
+    // members begin, after it), then deflate data.
+    let header = 12 + u16::from_le_bytes([g[10], g[11]]) as usize;
     let mut cases: Vec<(String, Vec<u8>)> = vec![
-        // fw-sign's members: a 20-byte header whose extra field holds the
-        // member's length at bytes 16..20, then deflate data.
-        ("flipped byte early in the deflate data".into(), flip(g, 24)),
+        (
+            "flipped byte early in the deflate data".into(),
+            flip(g, header + 4),
+        ),
         ("a member length field that lies".into(), flip(g, 16)),
         (
             "a member length field pointing past the end".into(),

@@ -2,6 +2,7 @@
 //! their failures, rollback, failsafe, locking, anti-rollback, adoption of
 //! a hand-made device, clean, and streaming over HTTP with curl.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -210,7 +211,7 @@ impl Device {
             .lines()
             .map(|l| {
                 serde_json::from_str::<serde_json::Value>(l).expect("status lines are JSON")
-                    ["state"]
+                    ["status"]
                     .as_str()
                     .unwrap()
                     .to_string()
@@ -1112,4 +1113,230 @@ fn a_killed_install_leaves_no_temporary_file_after_recover() {
     assert_eq!(d.link("current").as_deref(), Some("fw"));
     assert_eq!(d.versions(), ["fw"]);
     assert!(d.staging_is_empty());
+}
+
+/// Parses every stderr line as a JSON log record and checks the fields
+/// every record has.
+#[track_caller]
+fn json_records(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            for key in ["timestamp", "level", "tool", "event", "message"] {
+                assert!(record[key].is_string(), "{key} in {line}");
+            }
+            assert!(
+                record["timestamp"].as_str().unwrap().ends_with('Z'),
+                "{line}"
+            );
+            record
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_server_makes_one_line_naming_the_download() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/fw.fw");
+    let stderr = exits(run(&mut d.install_cmd(&url), b""), 1);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one failure, one line: {stderr}");
+    assert!(
+        lines[0].starts_with("fw-install: error: download of ")
+            && lines[0].contains("curl exit 7")
+            && lines[0].contains("Failed to connect"),
+        "{stderr}"
+    );
+    assert_eq!(d.link("current").as_deref(), Some("fw"));
+    assert_eq!(d.versions(), ["fw"]);
+    assert!(d.staging_is_empty());
+
+    // As JSON: one record, the error with its exit code.
+    let stderr = exits(
+        run(
+            &mut d.install_cmd_with(&["--log-format", "json"], &url),
+            b"",
+        ),
+        1,
+    );
+    let records = json_records(&stderr);
+    assert_eq!(records.len(), 1, "{stderr}");
+    assert_eq!(records[0]["tool"], "fw-install");
+    assert_eq!(records[0]["level"], "error");
+    assert_eq!(records[0]["event"], "error");
+    assert_eq!(records[0]["code"], 1);
+    assert_eq!(records[0]["exit"], "failed");
+
+    // A stage that refuses the package says it, once: fw-install adds
+    // nothing but its exit code and the status line.
+    let package = std::fs::read(d.package("fw", "v2", 1)).unwrap();
+    let cut = d.tmp.path().join("cut.fw");
+    std::fs::write(&cut, &package[..package.len() / 2]).unwrap();
+    let stderr = exits(d.install(&cut), 4);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("fw-unseal: error: "), "{stderr}");
+    assert_eq!(
+        d.status_states().last().map(String::as_str),
+        Some("update_failed")
+    );
+    assert_eq!(d.versions(), ["fw"]);
+    assert!(d.staging_is_empty());
+}
+
+#[test]
+fn json_logs_and_status_lines_share_fw_updates_schema() {
+    let d = device();
+    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    // Succeeding, with -v: every tool's records and fw-install's, all JSON.
+    let stderr = exits(
+        run(
+            &mut d.install_cmd_with(
+                &["--log-format", "json", "-v"],
+                d.package("fw", "v2", 1).to_str().unwrap(),
+            ),
+            b"",
+        ),
+        0,
+    );
+    let records = json_records(&stderr);
+    let tools: BTreeSet<&str> = records.iter().filter_map(|r| r["tool"].as_str()).collect();
+    for tool in [
+        "fw-install",
+        "fw-unseal",
+        "fw-unpack",
+        "fw-verify",
+        "fw-fixate",
+    ] {
+        assert!(tools.contains(tool), "{tool} in {tools:?}");
+    }
+    let verified = records
+        .iter()
+        .find(|r| r["event"] == "verified")
+        .expect("fw-verify's verified event");
+    assert_eq!(
+        (&verified["name"], &verified["version"]),
+        (&serde_json::json!("fw"), &serde_json::json!("v2"))
+    );
+    let installed = records.last().unwrap();
+    assert_eq!(installed["event"], "installed");
+    assert_eq!(installed["version"], "v2");
+    assert_eq!(installed["path"], d.target.join("fw-1").to_str().unwrap());
+
+    // Status lines: fw-update's keys and vocabulary.
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(d.ctl.join("status"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let keys: BTreeSet<&str> = last
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "status",
+            "name",
+            "current_version",
+            "latest_version",
+            "error",
+            "last_checked",
+            "time",
+            "from",
+            "to"
+        ])
+    );
+    assert_eq!(last["status"], "updated");
+    assert_eq!(last["name"], "fw");
+    assert_eq!(last["current_version"], "v1");
+    assert_eq!(last["latest_version"], "v2");
+    assert_eq!(
+        (&last["from"], &last["to"]),
+        (&serde_json::json!("fw"), &serde_json::json!("fw-1"))
+    );
+
+    // Failing: a usage error and a refused package, as JSON records.
+    let stderr = exits(
+        run(
+            &mut d.install_cmd_with(&["--log-format", "json", "--bogus"], "x"),
+            b"",
+        ),
+        2,
+    );
+    let records = json_records(&stderr);
+    assert_eq!(records.len(), 1, "{stderr}");
+    assert_eq!(
+        (&records[0]["code"], &records[0]["exit"]),
+        (&serde_json::json!(2), &serde_json::json!("usage"))
+    );
+    let stderr = exits(
+        run(
+            &mut d.install_cmd_with(&["--log-format=json"], d.tmp.path().to_str().unwrap()),
+            b"",
+        ),
+        5,
+    );
+    let records = json_records(&stderr);
+    assert_eq!(records.last().unwrap()["exit"], "invalid", "{stderr}");
+}
+
+#[test]
+fn fw_install_has_help_version_quiet_and_verbose() {
+    let d = device();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fw-install");
+    let help = ok(run(Command::new(&script).arg("--help"), b""));
+    let help = String::from_utf8(help).unwrap();
+    for flag in [
+        "--version",
+        "--quiet",
+        "--verbose",
+        "--log-format",
+        "--help",
+    ] {
+        assert!(help.contains(flag), "{flag} in --help");
+    }
+    let version = ok(run(
+        Command::new(&script)
+            .env("FW_BIN", bin("fw-switch").parent().unwrap())
+            .arg("--version"),
+        b"",
+    ));
+    assert_eq!(
+        String::from_utf8(version).unwrap(),
+        format!("fw-install {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let v1 = d.package("fw", "v1", 1);
+    let v2 = d.package("fw", "v2", 1);
+    let quiet = exits(
+        run(&mut d.install_cmd_with(&["-q"], v1.to_str().unwrap()), b""),
+        0,
+    );
+    assert_eq!(quiet, "", "-q: nothing but errors");
+    let normal = exits(d.install(&v2), 0);
+    let verbose = exits(
+        run(
+            &mut d.install_cmd_with(&["-v", "--reinstall"], v2.to_str().unwrap()),
+            b"",
+        ),
+        0,
+    );
+    assert!(
+        verbose.lines().count() > normal.lines().count(),
+        "-v says more:\n{verbose}\nthan:\n{normal}"
+    );
+    assert!(verbose.contains("fw-install: status: updated"), "{verbose}");
 }

@@ -107,7 +107,8 @@ fn to_refuses_what_is_not_a_verified_version() {
     let outside = t.tmp.path().join("elsewhere");
     std::fs::create_dir(&outside).unwrap();
     fails_with(t.switch(&["to", outside.to_str().unwrap()]), 2);
-    fails_with(t.switch(&["to", "no-such-version"]), 2);
+    // A missing path: exit 1, as in every tool.
+    fails_with(t.switch(&["to", "no-such-version"]), 1);
     fails_with(t.switch(&["rollback"]), 1);
     fails_with(t.switch(&["failsafe"]), 1);
     assert_eq!(t.link("current"), None);

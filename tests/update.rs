@@ -470,7 +470,7 @@ fn new_version_is_downloaded_installed_and_updated() {
     assert_eq!(d.states(), ["checking", "update_available"]);
     assert_eq!(d.current(), "v1");
     d.clear_events();
-    exits(d.update(&["install"]), 0);
+    exits(d.update(&["install", "--full"]), 0);
     assert_eq!(
         d.states(),
         [
@@ -499,7 +499,7 @@ fn new_version_is_downloaded_installed_and_updated() {
     assert!(d.downloads().is_empty(), "{:?}", d.downloads());
     // Now nothing is new.
     d.clear_events();
-    exits(d.update(&["run", "--once", "--auto-install"]), 0);
+    exits(d.update(&["run", "--once", "--auto-install", "--full"]), 0);
     assert_eq!(d.states(), ["checking", "updated"]);
 }
 
@@ -512,7 +512,7 @@ fn dropped_connection_resumes_from_the_partial_file() {
     std::fs::write(
         &config,
         "auto_download = false\nauto_install = true\ncheck_interval = \"1h\"\n\
-         download_retries = 0\nretry_interval = \"10ms\"\n",
+         download_retries = 0\nretry_interval = \"10ms\"\ndelta = false\n",
     )
     .unwrap();
     let size = std::fs::metadata(&v2).unwrap().len();
@@ -599,7 +599,7 @@ fn corrupted_download_is_refused_and_downloaded_again() {
     let mut bytes = std::fs::read(&stored).unwrap();
     bytes[1000] ^= 1;
     std::fs::write(&stored, bytes).unwrap();
-    let out = exits(d.update(&["install"]), 0);
+    let out = exits(d.update(&["install", "--full"]), 0);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(stderr.contains("refused the downloaded"), "{stderr}");
     assert_eq!(d.server.requests("fw-v2.fw").len(), 3);
@@ -611,7 +611,7 @@ fn corrupted_download_is_refused_and_downloaded_again() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&v2, bytes).unwrap();
-    fails_with(d.update(&["install"]), 4);
+    fails_with(d.update(&["install", "--full"]), 4);
     assert_eq!(d.states().last().unwrap(), "download_failed");
     assert_eq!(d.current(), "v1");
 }
@@ -661,6 +661,7 @@ fn a_gate_that_says_not_now_is_retried() {
     let (d, _v2) = device_on_v1_with_v2_published();
     let out = d.update(&[
         "install",
+        "--full",
         "--install-gate",
         "exit 3",
         "--retry-interval",
@@ -963,6 +964,9 @@ fn a_different_product_at_the_entrys_url_is_refused_in_every_mode() {
     };
     // Streamed: nothing checks the bytes against the index's BLAKE3.
     check(d.update(&["install", "--stream"]), &d);
+    // By delta (the default with a version installed): neither.
+    d.clear_events();
+    check(d.update(&["install"]), &d);
 
     // Downloaded: an index that lists the other product's bytes as `fw v2` (a vendor's
     // mistake, or a signing key used for two products) passes the BLAKE3 check.
@@ -982,5 +986,5 @@ fn a_different_product_at_the_entrys_url_is_refused_in_every_mode() {
     gpg.import(&d.keys.vendor_key);
     let sig = gpg.ok(&["--armor", "--detach-sign"], &json);
     std::fs::write(d.server.www.join("index.json.sig"), sig).unwrap();
-    check(d.update(&["install"]), &d);
+    check(d.update(&["install", "--full"]), &d);
 }

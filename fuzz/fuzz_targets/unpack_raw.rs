@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         16 << 20,
         &fw_core::target::SharedFiles::default(),
         fw_fuzz::keyring(),
+        false,
         &fw_unpack::Cleanup::new(),
     );
     let (root, inside) = staging.contents();

@@ -2,10 +2,12 @@
 
 use std::fmt;
 
-/// DESIGN.md's exit codes. Scripts rely on the numbers.
+/// The exit codes of docs/design.md. Scripts rely on the numbers. Named
+/// `Exit`, not `ExitCode`, so that it never shadows `std::process::ExitCode`
+/// in a main.rs that returns one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
-pub enum ExitCode {
+pub enum Exit {
     Done = 0,
     Failed = 1,
     Usage = 2,
@@ -15,40 +17,62 @@ pub enum ExitCode {
     Busy = 6,
     RolledBack = 7,
     Failsafe = 8,
+    /// No input: stdin was a pipe that ended before its first byte (or
+    /// before the path line), because the stage before failed and said
+    /// why. Reported quietly (a detail, with -v), never as a usage error.
+    NoInput = 9,
     /// The reader of stdout went away: not this stage's failure, but a
     /// consequence of a later one. 128 + SIGPIPE, as a shell reports a
     /// process killed by SIGPIPE.
     BrokenPipe = 141,
 }
 
-impl ExitCode {
+impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
 
+    /// A short name of the code, for logs (`"security"`, `"no_input"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Done => "done",
+            Exit::Failed => "failed",
+            Exit::Usage => "usage",
+            Exit::RetryLater => "retry_later",
+            Exit::Security => "security",
+            Exit::Invalid => "invalid",
+            Exit::Busy => "busy",
+            Exit::RolledBack => "rolled_back",
+            Exit::Failsafe => "failsafe",
+            Exit::NoInput => "no_input",
+            Exit::BrokenPipe => "broken_pipe",
+        }
+    }
+
     /// The code a child fw tool (or fw-install) exited with, as ours: any number
     /// outside DESIGN.md's table is a failure.
-    pub fn from_status(code: i32) -> ExitCode {
+    pub fn from_status(code: i32) -> Exit {
         [
-            ExitCode::Done,
-            ExitCode::Failed,
-            ExitCode::Usage,
-            ExitCode::RetryLater,
-            ExitCode::Security,
-            ExitCode::Invalid,
-            ExitCode::Busy,
-            ExitCode::RolledBack,
-            ExitCode::Failsafe,
-            ExitCode::BrokenPipe,
+            Exit::Done,
+            Exit::Failed,
+            Exit::Usage,
+            Exit::RetryLater,
+            Exit::Security,
+            Exit::Invalid,
+            Exit::Busy,
+            Exit::RolledBack,
+            Exit::Failsafe,
+            Exit::NoInput,
+            Exit::BrokenPipe,
         ]
         .into_iter()
         .find(|c| i32::from(c.code()) == code)
-        .unwrap_or(ExitCode::Failed)
+        .unwrap_or(Exit::Failed)
     }
 }
 
-impl From<ExitCode> for std::process::ExitCode {
-    fn from(code: ExitCode) -> Self {
+impl From<Exit> for std::process::ExitCode {
+    fn from(code: Exit) -> Self {
         std::process::ExitCode::from(code.code())
     }
 }
@@ -57,36 +81,40 @@ impl From<ExitCode> for std::process::ExitCode {
 /// The message names what failed and, where it can, what to do.
 #[derive(Debug)]
 pub struct Error {
-    pub code: ExitCode,
+    pub code: Exit,
     pub message: String,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+    pub fn new(code: Exit, message: impl Into<String>) -> Self {
         Error {
             code,
             message: message.into(),
         }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Failed, message)
+        Self::new(Exit::Failed, message)
     }
     pub fn security(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Security, message)
+        Self::new(Exit::Security, message)
     }
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Invalid, message)
+        Self::new(Exit::Invalid, message)
     }
     pub fn usage(message: impl Into<String>) -> Self {
-        Self::new(ExitCode::Usage, message)
+        Self::new(Exit::Usage, message)
+    }
+    /// stdin, a pipe, ended before anything came: the stage before failed.
+    pub fn no_input(message: impl Into<String>) -> Self {
+        Self::new(Exit::NoInput, message)
     }
 
     /// An I/O failure on `what` (a path, "stdin", "stdout").
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
         if err.kind() == std::io::ErrorKind::BrokenPipe {
-            return Self::new(ExitCode::BrokenPipe, format!("{what}: {err}"));
+            return Self::new(Exit::BrokenPipe, format!("{what}: {err}"));
         }
         const ENOSPC: i32 = 28;
         let hint = match err.raw_os_error() {
@@ -113,13 +141,22 @@ impl std::error::Error for Error {}
 
 /// Reports `result` the way every fw binary does: nothing on success, one
 /// line `TOOL: error: MESSAGE` on stderr otherwise, and the matching exit code.
+/// A stage that lost its reader (141), or got no input because the stage
+/// before failed (9), leaves the report to the stage that failed: one
+/// failure, one line.
 pub fn report(tool: &str, result: Result<()>) -> std::process::ExitCode {
     match result {
-        Ok(()) => ExitCode::Done.into(),
-        // A closed pipe is reported by the stage that closed it.
-        Err(err) if err.code == ExitCode::BrokenPipe => err.code.into(),
+        Ok(()) => Exit::Done.into(),
+        Err(err) if err.code == Exit::BrokenPipe => err.code.into(),
         Err(err) => {
-            crate::log::emit(crate::log::Level::Error, tool, &err.message);
+            let level = match err.code {
+                Exit::NoInput => crate::log::Level::Debug,
+                _ => crate::log::Level::Error,
+            };
+            crate::log::Record::new(level, "error")
+                .field("code", err.code.code())
+                .field("exit", err.code.name())
+                .emit(tool, &err.message);
             err.code.into()
         }
     }
@@ -131,26 +168,27 @@ mod tests {
 
     #[test]
     fn codes_match_design() {
-        assert_eq!(ExitCode::Security.code(), 4);
-        assert_eq!(ExitCode::Invalid.code(), 5);
-        assert_eq!(ExitCode::Failsafe.code(), 8);
-        assert_eq!(ExitCode::from_status(7), ExitCode::RolledBack);
-        assert_eq!(ExitCode::from_status(141), ExitCode::BrokenPipe);
-        assert_eq!(ExitCode::from_status(9), ExitCode::Failed);
-        assert_eq!(ExitCode::from_status(-1), ExitCode::Failed);
+        assert_eq!(Exit::Security.code(), 4);
+        assert_eq!(Exit::Invalid.code(), 5);
+        assert_eq!(Exit::Failsafe.code(), 8);
+        assert_eq!(Exit::from_status(7), Exit::RolledBack);
+        assert_eq!(Exit::from_status(141), Exit::BrokenPipe);
+        assert_eq!(Exit::from_status(9), Exit::NoInput);
+        assert_eq!(Exit::from_status(10), Exit::Failed);
+        assert_eq!(Exit::from_status(-1), Exit::Failed);
     }
 
     #[test]
     fn enospc_says_disk_full() {
         let err = Error::io("out.tar", std::io::Error::from_raw_os_error(28));
         assert!(err.message.contains("disk is full"), "{}", err.message);
-        assert_eq!(err.code, ExitCode::Failed);
+        assert_eq!(err.code, Exit::Failed);
     }
 
     #[test]
     fn context_keeps_code() {
         let err = Error::invalid("bad entry").context("pkg.fw");
-        assert_eq!(err.code, ExitCode::Invalid);
+        assert_eq!(err.code, Exit::Invalid);
         assert_eq!(err.message, "pkg.fw: bad entry");
     }
 }

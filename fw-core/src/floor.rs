@@ -99,7 +99,7 @@ mod tests {
         for bad in ["", "two\n", "-1\n", "1 2\n", &"9".repeat(100)] {
             std::fs::write(&file, bad).unwrap();
             let err = read(target.path()).unwrap_err();
-            assert_eq!(err.code, crate::ExitCode::Failed, "{bad:?}");
+            assert_eq!(err.code, crate::Exit::Failed, "{bad:?}");
             assert!(err.message.contains("fw-switch commit"), "{}", err.message);
             // Nor does raising paper over it.
             assert!(raise(target.path(), 5).is_err());

@@ -100,7 +100,7 @@ mod tests {
     fn malformed_index_is_invalid() {
         let err =
             Index::parse(b"{\"format\":2,\"created\":1,\"expires\":2,\"entries\":[]}").unwrap_err();
-        assert_eq!(err.code, crate::ExitCode::Invalid);
+        assert_eq!(err.code, crate::Exit::Invalid);
         assert!(Index::parse(b"[]").is_err());
     }
 }

@@ -2,10 +2,13 @@
 //! the signed manifest, keyring loading, the one trust rule for OpenPGP
 //! signatures, and stderr logging.
 
+pub mod archive;
 pub mod atomic;
 pub mod cli;
 pub mod error;
 pub mod floor;
+pub mod framing;
+pub mod http;
 pub mod index;
 pub mod journal;
 pub mod keyring;
@@ -15,11 +18,13 @@ pub mod manifest;
 pub mod progress;
 pub mod proof;
 pub mod retry;
+pub mod signals;
+pub mod stdio;
 pub mod target;
 pub mod trust;
 pub mod verified;
 
-pub use error::{Error, ExitCode, Result};
+pub use error::{Error, Exit, Result};
 
 /// The version every fw tool reports, and writes into manifests it packs.
 pub const FW_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, Exit, Result};
 
 /// Proof that this process may write to the target.
 pub enum TargetLock {
@@ -71,7 +71,7 @@ pub fn acquire(target: &Path, wait: Option<Duration>) -> Result<TargetLock> {
                     }
                     _ => {
                         return Err(Error::new(
-                            ExitCode::Busy,
+                            Exit::Busy,
                             format!(
                                 "target {} is busy: another fw install or switch holds {}; \
                                  try again later, or pass --wait",

@@ -48,15 +48,28 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// The version in `dir`, if it has a readable manifest.
-    pub fn read(dir: &Path) -> Option<Installed> {
-        let json = std::fs::read(dir.join(crate::manifest::MANIFEST_PATH)).ok()?;
-        let manifest = crate::manifest::Manifest::from_json(&json).ok()?;
-        Some(Installed {
+    /// The version in `dir`: its manifest, read as every tool reads it
+    /// (relative to `.fw/`, no symlink followed, at most the manifest's
+    /// bound), and parsed.
+    pub fn load(dir: &Path) -> crate::Result<Installed> {
+        use crate::manifest::{Manifest, MANIFEST_PATH, MAX_JSON};
+        let json = crate::verified::read_fw_file(dir, "manifest.json", MAX_JSON).map_err(|e| {
+            crate::Error::invalid(format!(
+                "{}: not an fw version tree (no readable {MANIFEST_PATH}: {e})",
+                dir.display()
+            ))
+        })?;
+        let manifest = Manifest::from_json(&json).map_err(|e| e.context(dir.display()))?;
+        Ok(Installed {
             dir: dir.to_path_buf(),
             manifest,
-            digest: crate::manifest::Manifest::digest(&json),
+            digest: Manifest::digest(&json),
         })
+    }
+
+    /// The version in `dir`, if it has a readable manifest.
+    pub fn read(dir: &Path) -> Option<Installed> {
+        Installed::load(dir).ok()
     }
 }
 

@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, FW_DIR, MANIFEST_PATH, MAX_JSON};
+use crate::manifest::{Manifest, FW_DIR, MANIFEST_PATH};
 
 pub const VERIFIED_PATH: &str = ".fw/verified";
 const VERIFIED: &str = "verified";
@@ -115,20 +115,15 @@ pub fn check_fw_dir(tree: &Path) -> Result<()> {
 
 /// The tree's manifest, if `.fw/verified` records exactly it.
 pub fn verified_manifest(tree: &Path) -> Result<Manifest> {
-    let json = read_fw_file(tree, "manifest.json", MAX_JSON).map_err(|e| {
-        Error::invalid(format!(
-            "{}: not an fw version tree (no {MANIFEST_PATH}: {e})",
-            tree.display()
-        ))
-    })?;
+    let version = crate::target::Installed::load(tree)?;
     let recorded = read_fw_file(tree, VERIFIED, 4096).unwrap_or_default();
-    if String::from_utf8_lossy(&recorded).trim() != Manifest::digest(&json) {
+    if String::from_utf8_lossy(&recorded).trim() != version.digest {
         return Err(Error::invalid(format!(
             "{} was not verified (no matching {VERIFIED_PATH}): run fw-verify on it first",
             tree.display()
         )));
     }
-    Manifest::from_json(&json)
+    Ok(version.manifest)
 }
 
 pub fn is_verified(tree: &Path) -> bool {
@@ -179,7 +174,7 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, tree.join(".fw/.verified.tmp")).unwrap();
         let err = check_fw_dir(&tree).unwrap_err();
-        assert_eq!(err.code, crate::ExitCode::Invalid, "{}", err.message);
+        assert_eq!(err.code, crate::Exit::Invalid, "{}", err.message);
         // Even if called without the check, the link is replaced, not followed.
         record(&tree, "abc").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");

@@ -14,6 +14,7 @@ use clap::Parser;
 /// when taken) by one rename: it never appears there incomplete. Refuses
 /// a tree that fw-verify did not verify (exit 5), and one whose manifest
 /// is identical to an installed version's (exit 5) unless --reinstall.
+/// On a terminal, a bar shows the data still to reach the disk.
 ///
 /// Example:
 ///   fw-unseal < rootfs.fw | fw-unpack | fw-verify | fw-fixate
@@ -37,4 +38,6 @@ pub struct Cli {
     pub reinstall: bool,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
+    #[command(flatten)]
+    pub progress: fw_core::progress::ProgressArgs,
 }

@@ -162,8 +162,14 @@ fn refuse_reinstall(tree: &Path, target: &Path, manifest: &Manifest) -> Result<(
 }
 
 /// Fixates the verified staging tree `tree` into `target`; with
-/// `reinstall`, also a tree identical to an installed version.
-pub fn fixate(tree: &Path, target: &Path, reinstall: bool) -> Result<Fixated> {
+/// `reinstall`, also a tree identical to an installed version. `flush`
+/// shows the wait for the disk (see [`fw_core::progress::flushing`]).
+pub fn fixate(
+    tree: &Path,
+    target: &Path,
+    reinstall: bool,
+    flush: fw_core::progress::ProgressBar,
+) -> Result<Fixated> {
     let tree = tree
         .canonicalize()
         .map_err(|e| Error::io(tree.display(), e))?;
@@ -185,7 +191,7 @@ pub fn fixate(tree: &Path, target: &Path, reinstall: bool) -> Result<Fixated> {
 
     // Every byte of the new version on disk before it gets its name.
     let dir = std::fs::File::open(&tree).map_err(|e| Error::io(tree.display(), e))?;
-    nix::unistd::syncfs(&dir)
+    fw_core::progress::flushing(flush, || nix::unistd::syncfs(&dir))
         .map_err(|e| Error::io(format!("syncfs {}", tree.display()), e.into()))?;
 
     let work_dir = tree.parent().map(Path::to_path_buf);

@@ -1,16 +1,20 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::{note, Result};
 use fw_fixate::cli::Cli;
 
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let path = fw_core::cli::path_or_stdin_line(cli.path, "fw-verify")?;
-    let target = fw_core::target::resolve(cli.target.as_deref());
+    let target = fw_core::cli::target_to_write(cli.target.as_deref())?;
     let wait = cli.wait;
     let _lock = fw_core::lock::acquire(&target, wait)?;
-    let fixated = fw_fixate::fixate(&path, &target, cli.reinstall)?;
+    let fixated = fw_fixate::fixate(
+        &path,
+        &target,
+        cli.reinstall,
+        cli.progress.bar("fw-fixate: writing to disk", None),
+    )?;
     note!(
         "installed {}: shared {} files ({} bytes) with installed versions, wrote {} files ({} bytes)",
         fixated.path.display(),
@@ -24,6 +28,6 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-fixate", run(cli))
 }

@@ -5,8 +5,8 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use fw_core::manifest::{Manifest, MANIFEST_PATH};
-use fw_core::{detail, note, Error, Result};
+use fw_core::manifest::Manifest;
+use fw_core::{detail, note, Result};
 
 use crate::Direction;
 
@@ -139,9 +139,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 /// A version's manifest, `DIR/.fw/manifest.json`.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST_PATH);
-    let json = std::fs::read(&path).map_err(|e| Error::io(path.display(), e))?;
-    Manifest::from_json(&json).map_err(|e| e.context(dir.display()))
+    fw_core::target::Installed::load(dir).map(|version| version.manifest)
 }
 
 #[cfg(test)]

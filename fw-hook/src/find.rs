@@ -12,7 +12,8 @@ use crate::HookName;
 
 /// The version directory `path`, absolute and checked to be a directory.
 pub fn version_dir(path: &Path) -> Result<PathBuf> {
-    let abs = std::fs::canonicalize(path).map_err(|e| {
+    // A missing path exits 1 as in every tool.
+    let abs = std::fs::canonicalize(fw_core::cli::existing(path)?).map_err(|e| {
         Error::usage(format!(
             "{}: {e}: give the version's directory (e.g. /opt/firmware/NAME)",
             path.display()
@@ -112,7 +113,7 @@ fn shebang(hook: &Path) -> Option<OsString> {
 mod tests {
     use super::*;
     use crate::testing::hook;
-    use fw_core::ExitCode;
+    use fw_core::Exit;
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -124,7 +125,7 @@ mod tests {
         let h = hook(v, HookName::PostInstall, "true");
         std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = find_hook(v, HookName::PostInstall).unwrap_err();
-        assert_eq!(err.code, ExitCode::Failed);
+        assert_eq!(err.code, Exit::Failed);
         assert!(err.message.contains("not executable"), "{}", err.message);
 
         std::fs::create_dir(v.join(".health-check")).unwrap();

@@ -1,37 +1,18 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
-use fw_core::{Error, Result};
+use fw_core::Result;
 use fw_hook::cli::Cli;
 use fw_hook::{GivenEnv, Interrupt, Request, Settings};
-
-/// Kills the running hook's process group on SIGTERM, SIGINT or SIGHUP; the
-/// run then ends with an error. Returns the signal mask from before, for the
-/// hook to start with.
-fn interrupt_on_signals(interrupt: Arc<Interrupt>) -> Result<nix::sys::signal::SigSet> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    // Blocked here, before any other thread starts, so only the waiter below
-    // sees them. Children would inherit the mask: the hook gets `before`.
-    let before = signals
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .map_err(|e| Error::failed(format!("cannot block signals: {e}")))?;
-    std::thread::spawn(move || {
-        while let Ok(signal) = signals.wait() {
-            interrupt.trigger(signal as i32);
-        }
-    });
-    Ok(before)
-}
 
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let interrupt = Arc::new(Interrupt::new());
-    let signal_mask = interrupt_on_signals(interrupt.clone())?;
+    // Kills the running hook's process group on SIGTERM, SIGINT or SIGHUP;
+    // the run then ends with an error. The hook starts with the mask from before.
+    let on_signal = interrupt.clone();
+    let signal_mask =
+        fw_core::signals::on_termination(move |signal| on_signal.trigger(signal as i32))?;
     let request = Request {
         name: cli.name,
         version: cli.path,
@@ -44,12 +25,13 @@ fn run(cli: Cli) -> Result<()> {
             signal_mask: Some(signal_mask),
         },
     };
-    fw_hook::run(&request, &interrupt, Box::new(std::io::stderr())).map(drop)
+    // Hooks speak on stderr; with JSON logs, each line as a record.
+    fw_hook::run(&request, &interrupt, fw_core::log::child_output("fw-hook")).map(drop)
 }
 
 fn main() -> ExitCode {
     // Before any thread starts: a SIGCHLD inherited ignored would lose the hook's status.
     fw_nbio::reset_sigchld();
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-hook", run(cli))
 }

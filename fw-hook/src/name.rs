@@ -103,7 +103,7 @@ impl fmt::Display for Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fw_core::ExitCode;
+    use fw_core::Exit;
 
     #[test]
     fn names_parse_and_refuse() {
@@ -112,12 +112,9 @@ mod tests {
         }
         assert_eq!(HookName::PreInstall.file_name(), ".pre-install");
         let err = HookName::parse("install").unwrap_err();
-        assert_eq!(err.code, ExitCode::Usage);
+        assert_eq!(err.code, Exit::Usage);
         assert!(err.message.contains("pre-install"), "{}", err.message);
         assert_eq!(Direction::parse("rollback").unwrap(), Direction::Rollback);
-        assert_eq!(
-            Direction::parse("sideways").unwrap_err().code,
-            ExitCode::Usage
-        );
+        assert_eq!(Direction::parse("sideways").unwrap_err().code, Exit::Usage);
     }
 }

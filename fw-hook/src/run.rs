@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fw_core::retry::{self, Attempt, Backoff};
-use fw_core::{detail, note, Error, ExitCode, Result};
+use fw_core::{detail, note, Error, Exit, Result};
 use fw_nbio::{Failure, Pipe, Process, Sink};
 use nix::sys::signal::SigSet;
 
@@ -121,7 +121,7 @@ pub fn run(req: &Request, interrupt: &Interrupt, out: Box<dyn Write + Send>) -> 
             Ok(Outcome::Succeeded { attempts: attempt })
         }
         None => Err(Error::new(
-            ExitCode::RetryLater,
+            Exit::RetryLater,
             format!(
                 "hook {} still asks to retry later (exit {RETRY_LATER}) after {attempts} \
                  attempt{}: run it again later, or allow more with --retries and \
@@ -261,7 +261,7 @@ mod tests {
         );
         let (result, out) = run_captured(&request(dir.path(), HookName::PreInstall));
         let err = result.unwrap_err();
-        assert_eq!(err.code, ExitCode::Failed);
+        assert_eq!(err.code, Exit::Failed);
         assert!(err.message.contains("exit status 7"), "{}", err.message);
         assert_eq!(
             out,
@@ -313,7 +313,7 @@ mod tests {
         req.settings.retries = 2;
         let (result, out) = run_captured(&req);
         let err = result.unwrap_err();
-        assert_eq!(err.code, ExitCode::RetryLater);
+        assert_eq!(err.code, Exit::RetryLater);
         assert!(err.message.contains("3 attempts"), "{}", err.message);
         assert_eq!(
             out,

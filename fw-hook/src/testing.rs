@@ -19,6 +19,7 @@ pub fn manifest(security_version: u64, created: u64) -> Manifest {
         security_version,
         created,
         tool: "test".into(),
+        gz_length: None,
         entries: Vec::new(),
     }
 }

@@ -68,7 +68,6 @@ fn url_segment(name: &str) -> String {
     out
 }
 
-
 /// Reads the signed manifest of a package, checking the package's signature
 /// by `keyring` (the signing key's own certificate: an index lists only
 /// packages signed by the key that signs the index).

@@ -8,13 +8,14 @@ use openpgp::crypto::KeyPair;
 use openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use openpgp::packet::Key;
 use openpgp::policy::StandardPolicy;
-use openpgp::serialize::stream::Recipient;
 use openpgp::serialize::{Serialize, SerializeInto};
 use openpgp::types::Features;
 use openpgp::Cert;
 use sequoia_openpgp as openpgp;
 
 use fw_core::{Error, Result};
+
+use crate::message::Recipient;
 
 /// A new v4 key: Ed25519 certification primary, Ed25519 signing subkey,
 /// Cv25519 encryption subkey, no passphrase; armored. Its features say
@@ -96,8 +97,8 @@ pub fn signing_keypair(path: &Path) -> Result<(KeyPair, Cert)> {
     )))
 }
 
-/// The encryption keys of each certificate, as recipients that make
-/// SEIPD v1 (never v2, never v6 PKESKs), so GnuPG 2.2 can read the result.
+/// The encryption keys of each certificate (fw-sign writes SEIPD v1 and
+/// v3 PKESKs for them, never v2 or v6, so GnuPG 2.2 reads the result).
 pub fn recipients<'a>(certs: &'a [(std::path::PathBuf, Cert)]) -> Result<Vec<Recipient<'a>>> {
     let policy = StandardPolicy::new();
     let mut recipients = Vec::new();
@@ -124,11 +125,10 @@ pub fn recipients<'a>(certs: &'a [(std::path::PathBuf, Cert)]) -> Result<Vec<Rec
                 .find(|k| k.key().fingerprint() == ka.key().fingerprint())
                 .map(|k| k.key().role_as_unspecified())
                 .expect("a valid key is a key of its certificate");
-            recipients.push(Recipient::new(
-                Features::empty().set_seipdv1(),
-                openpgp::KeyHandle::from(key.keyid()),
+            recipients.push(Recipient {
+                keyid: key.keyid(),
                 key,
-            ));
+            });
         }
         if recipients.len() == before {
             return Err(Error::failed(format!(

@@ -6,6 +6,7 @@ pub mod cli;
 
 pub mod index;
 pub mod keys;
+pub mod message;
 pub mod pack;
 
 pub use keys::{cert_of, keygen};

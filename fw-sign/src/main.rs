@@ -1,7 +1,6 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::{Error, Result};
 use fw_sign::cli::{Cli, Command};
 
@@ -47,12 +46,8 @@ fn run(cli: Cli) -> Result<()> {
                 exclude,
                 source_date_epoch: fw_sign::pack::source_date_epoch_from_env()?,
             };
-            // A File on fd 1 (not the line-buffered Stdout): sequoia's writers
-            // must be Send + Sync.
-            let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("stdout", e))?;
-            let stdout = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::from(fd));
+            let stdout =
+                std::io::BufWriter::with_capacity(256 << 10, fw_core::stdio::stdout_file()?);
             let bar = progress.bar("fw-sign pack", None);
             fw_sign::pack::pack_with_progress(&options, stdout, &bar).map(|_| ())
         }
@@ -81,6 +76,6 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     fw_core::cli::return_large_buffers();
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-sign", run(cli))
 }

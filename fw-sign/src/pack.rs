@@ -1,18 +1,22 @@
-//! `fw-sign pack`: a directory into the package of DESIGN.md, in one
-//! streaming pass: tar → gzip → OpenPGP literal → one-pass signature →
-//! optional encryption, written as it is produced.
+//! `fw-sign pack`: a directory into the package of DESIGN.md: tar → gzip
+//! → OpenPGP literal → one-pass signature → optional encryption.
 //!
 //! Files are read twice: once to hash them for the manifest, which must
 //! come first, and once into the archive, where they are hashed again so
 //! that a file changed in between fails the pack instead of shipping a
 //! package whose manifest lies.
+//!
+//! The tree's gzip members are written first, into an unlinked spool
+//! file, because the manifest says where each file's members lie (its
+//! `gz` ranges, the table of contents of HTTP Range deltas); then the
+//! manifest's own members and the spool go out inside the OpenPGP
+//! message (`message.rs`). Every file with content gets members of its
+//! own, so that a delta downloads exactly the files a device lacks.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flate2::Compression;
@@ -21,17 +25,17 @@ use openpgp::crypto::{KeyPair, Signer as _};
 use openpgp::packet::signature::subpacket::{Subpacket, SubpacketArea, SubpacketValue};
 use openpgp::packet::signature::Signature4;
 use openpgp::packet::Signature;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
 use openpgp::serialize::MarshalInto;
-use openpgp::types::{DataFormat, HashAlgorithm, SignatureType, SymmetricAlgorithm, Timestamp};
+use openpgp::types::{HashAlgorithm, SignatureType, Timestamp};
 use openpgp::Cert;
 use sequoia_openpgp as openpgp;
 
+use fw_core::archive;
 use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
 use fw_core::progress::{ProgressBar, ProgressReader};
 use fw_core::{detail, note, Error, Result};
 
-use crate::keys;
+use crate::{keys, message};
 
 /// What `fw-sign pack` is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -199,6 +203,8 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
             blake3: None,
             target: None,
             hardlink: None,
+            mtime: None,
+            gz: None,
         };
         match kind {
             Kind::File => {
@@ -244,9 +250,13 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
 }
 
 /// Hashes every regular file (a hard-link group once) into the manifest.
-fn hash_files(entries: &mut [SourceEntry]) -> Result<u64> {
+/// `progress` gets a total of twice the
+/// bytes of the tree (each file is read twice: hashed here, then packed)
+/// and counts the first pass.
+fn hash_files(entries: &mut [SourceEntry], progress: &ProgressBar) -> Result<u64> {
     let mut by_path: HashMap<String, (u64, String)> = HashMap::new();
     let mut total = 0;
+    fw_core::progress::set_total(progress, 2 * tree_bytes(entries));
     for source in entries.iter_mut() {
         if source.entry.kind != Kind::File {
             continue;
@@ -254,7 +264,7 @@ fn hash_files(entries: &mut [SourceEntry]) -> Result<u64> {
         let (size, hash) = match &source.entry.hardlink {
             Some(first) => by_path[first].clone(),
             None => {
-                let (size, hash) = manifest::hash_file(&source.abs)
+                let (size, hash) = manifest::hash_file_counting(&source.abs, |n| progress.inc(n))
                     .map_err(|e| Error::io(source.abs.display(), e))?;
                 total += size;
                 by_path.insert(source.rel.clone(), (size, hash.clone()));
@@ -267,6 +277,17 @@ fn hash_files(entries: &mut [SourceEntry]) -> Result<u64> {
     Ok(total)
 }
 
+/// The bytes of the files of `entries` (each hard-linked file once), as
+/// the file system says before they are read: the total of the bar.
+fn tree_bytes(entries: &[SourceEntry]) -> u64 {
+    entries
+        .iter()
+        .filter(|s| s.entry.kind == Kind::File && s.entry.hardlink.is_none())
+        .filter_map(|s| std::fs::symlink_metadata(&s.abs).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// A detached v4 signature over `data` made at `time`, without sequoia's
 /// random salt notation, so that deterministic algorithms (Ed25519, RSA)
 /// give the same bytes for the same input: the tar.gz holding it stays
@@ -277,6 +298,19 @@ pub fn deterministic_detached_signature(
     time: SystemTime,
 ) -> openpgp::Result<Signature> {
     let hash_algo = HashAlgorithm::SHA512;
+    let mut ctx = hash_algo.context()?.for_signature(4);
+    ctx.update(data);
+    sign_hashed(signer, hash_algo, ctx, time)
+}
+
+/// A v4 binary signature made at `time` over what `ctx` has hashed (the
+/// data), as [`deterministic_detached_signature`] makes it.
+pub(crate) fn sign_hashed(
+    signer: &mut KeyPair,
+    hash_algo: HashAlgorithm,
+    mut ctx: openpgp::crypto::hash::Context,
+    time: SystemTime,
+) -> openpgp::Result<Signature> {
     let public = signer.public().clone();
     let hashed = SubpacketArea::new(vec![
         Subpacket::new(
@@ -304,8 +338,6 @@ pub fn deterministic_detached_signature(
         u8::from(hash_algo),
     ];
     header.extend_from_slice(&hashed_len.to_be_bytes());
-    let mut ctx = hash_algo.context()?.for_signature(4);
-    ctx.update(data);
     ctx.update(&header);
     ctx.update(&hashed_bytes);
     ctx.update(&[0x04, 0xff]);
@@ -324,169 +356,159 @@ pub fn deterministic_detached_signature(
     .into())
 }
 
-/// Files at least this large get gzip members of their own (see
-/// `GzWriter::cut_marker`).
-const OWN_MEMBERS: u64 = 16 << 10;
-
 /// Counts and hashes what passes through, to prove the archive holds
-/// what the manifest says. With `cut`, marks the start and the end of the
-/// file's data as gzip member boundaries.
+/// what the manifest says.
 struct CheckedReader<R> {
     inner: R,
     hasher: blake3::Hasher,
     count: u64,
-    cut: Option<Arc<AtomicBool>>,
 }
 
 impl<R: Read> Read for CheckedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(cut) = &self.cut {
-            // Before the first byte of data is written (after the tar
-            // header), and after the last (before the padding).
-            if self.count == 0 {
-                cut.store(true, Ordering::Relaxed);
-            }
-        }
         let n = self.inner.read(buf)?;
-        if n == 0 {
-            if let Some(cut) = &self.cut {
-                cut.store(true, Ordering::Relaxed);
-            }
-        }
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
     }
 }
 
-fn header_for(
-    kind: tar::EntryType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: u64,
-    size: u64,
-) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(uid as u64);
-    header.set_gid(gid as u64);
-    header.set_mtime(mtime);
-    header.set_size(size);
-    header
+fn write_error(err: io::Error) -> Error {
+    Error::io("the package (stdout or its spool file)", err)
 }
 
-fn tar_error(path: &str, err: io::Error) -> Error {
-    match err.kind() {
-        // Writing the package failed: the output's problem, not the entry's.
-        io::ErrorKind::BrokenPipe | io::ErrorKind::StorageFull | io::ErrorKind::WriteZero => {
-            Error::io("stdout", err)
-        }
-        // Reading the file failed.
-        _ if err.raw_os_error().is_some() => Error::io(path, err),
-        _ => Error::invalid(format!("{path}: cannot be written as a tar entry: {err}")),
-    }
+/// The tree's members, spooled.
+struct Tree {
+    spool: std::fs::File,
+    /// Their total length.
+    len: u64,
+    /// The `gz` range of each entry with data.
+    ranges: Vec<Option<[u64; 2]>>,
 }
 
-/// Writes the tar stream of DESIGN.md: manifest, signature, then the tree.
-fn write_tar<W: Write>(
-    out: fw_gz::GzWriter<W>,
+/// The tree's tar stream as gzip members into `spool`: each entry's
+/// header(s), each file's data in members of its own (cut before and
+/// after it), then the end-of-archive blocks.
+fn write_tree(
+    spool: std::fs::File,
     name: &str,
-    manifest_json: &[u8],
-    signature: &[u8],
-    created: u64,
     entries: &[SourceEntry],
     progress: &ProgressBar,
-) -> Result<fw_gz::GzWriter<W>> {
-    let cut = out.cut_marker();
-    let mut tar = tar::Builder::new(out);
-    tar.mode(tar::HeaderMode::Complete);
-    for (path, data) in [(MANIFEST_PATH, manifest_json), (SIGNATURE_PATH, signature)] {
-        let mut header = header_for(
-            tar::EntryType::Regular,
-            0o644,
-            0,
-            0,
-            created,
-            data.len() as u64,
-        );
-        let full = format!("{name}/{path}");
-        tar.append_data(&mut header, &full, data)
-            .map_err(|e| tar_error(&full, e))?;
-    }
+) -> Result<Tree> {
+    let out = io::BufWriter::with_capacity(256 << 10, spool);
+    let mut gz = fw_gz::GzWriter::new(out, Compression::new(6));
+    // Member numbers where each file's data starts and ends.
+    let mut cuts: Vec<Option<(u64, u64)>> = Vec::with_capacity(entries.len());
+    let zeros = [0u8; archive::BLOCK as usize];
     for source in entries {
         let e = &source.entry;
-        let full = if e.path == "." {
-            format!("{name}/")
-        } else {
-            format!("{name}/{}", e.path)
-        };
-        match (e.kind, &e.hardlink) {
-            (Kind::Dir, _) => {
-                let mut header = header_for(
-                    tar::EntryType::Directory,
-                    e.mode,
-                    e.uid,
-                    e.gid,
-                    source.mtime,
-                    0,
-                );
-                tar.append_data(&mut header, &full, io::empty())
-                    .map_err(|err| tar_error(&full, err))?;
-            }
-            (Kind::Symlink, _) => {
-                let mut header = header_for(
-                    tar::EntryType::Symlink,
-                    e.mode,
-                    e.uid,
-                    e.gid,
-                    source.mtime,
-                    0,
-                );
-                let target = e.target.as_deref().unwrap_or_default();
-                tar.append_link(&mut header, &full, target)
-                    .map_err(|err| tar_error(&full, err))?;
-            }
-            (Kind::File, Some(first)) => {
-                let mut header =
-                    header_for(tar::EntryType::Link, e.mode, e.uid, e.gid, source.mtime, 0);
-                tar.append_link(&mut header, &full, format!("{name}/{first}"))
-                    .map_err(|err| tar_error(&full, err))?;
-            }
-            (Kind::File, None) => {
-                let size = e.size.unwrap_or(0);
-                let file = std::fs::File::open(&source.abs)
-                    .map_err(|err| Error::io(source.abs.display(), err))?;
-                let mut reader = CheckedReader {
-                    inner: ProgressReader::new(file.take(size), progress.clone()),
-                    hasher: blake3::Hasher::new(),
-                    count: 0,
-                    cut: (size >= OWN_MEMBERS).then(|| Arc::clone(&cut)),
-                };
-                let mut header = header_for(
-                    tar::EntryType::Regular,
-                    e.mode,
-                    e.uid,
-                    e.gid,
-                    source.mtime,
-                    size,
-                );
-                tar.append_data(&mut header, &full, &mut reader)
-                    .map_err(|err| tar_error(&full, err))?;
-                let unchanged = reader.count == size
-                    && Some(reader.hasher.finalize().to_hex().as_str()) == e.blake3.as_deref();
-                if !unchanged {
-                    return Err(Error::failed(format!(
-                        "{}: the file changed while it was being packed; pack again from a \
-                         tree nothing else writes to",
-                        source.abs.display()
-                    )));
-                }
-            }
+        let header = archive::header_bytes(name, e)
+            .map_err(|err| Error::invalid(format!("{}: cannot be a tar entry: {err}", e.path)))?;
+        gz.write_all(&header).map_err(write_error)?;
+        let size = e.size.unwrap_or(0);
+        if e.kind != Kind::File || e.hardlink.is_some() || size == 0 {
+            cuts.push(None);
+            continue;
         }
+        let file =
+            std::fs::File::open(&source.abs).map_err(|err| Error::io(source.abs.display(), err))?;
+        let mut reader = CheckedReader {
+            inner: ProgressReader::new(file.take(size), progress.clone()),
+            hasher: blake3::Hasher::new(),
+            count: 0,
+        };
+        let first = gz.cut().map_err(write_error)?;
+        io::copy(&mut reader, &mut gz).map_err(|err| match err.raw_os_error() {
+            Some(_) if err.kind() != io::ErrorKind::StorageFull => {
+                Error::io(source.abs.display(), err)
+            }
+            _ => write_error(err),
+        })?;
+        let unchanged = reader.count == size
+            && Some(reader.hasher.finalize().to_hex().as_str()) == e.blake3.as_deref();
+        if !unchanged {
+            return Err(Error::failed(format!(
+                "{}: the file changed while it was being packed; pack again from a \
+                 tree nothing else writes to",
+                source.abs.display()
+            )));
+        }
+        let end = gz.cut().map_err(write_error)?;
+        gz.write_all(&zeros[..archive::padding(size)])
+            .map_err(write_error)?;
+        cuts.push(Some((first, end)));
     }
-    tar.into_inner().map_err(|e| Error::io("stdout", e))
+    gz.write_all(&[0u8; 2 * archive::BLOCK as usize])
+        .map_err(write_error)?;
+    let (out, lengths) = gz.finish_with_lengths().map_err(write_error)?;
+    let spool = out.into_inner().map_err(|e| write_error(e.into_error()))?;
+    // Member number -> offset of its first byte.
+    let mut offsets = Vec::with_capacity(lengths.len() + 1);
+    let mut total = 0u64;
+    for len in &lengths {
+        offsets.push(total);
+        total += *len as u64;
+    }
+    offsets.push(total);
+    // Relative to the end of the previous file's members (see Entry::gz).
+    let mut previous_end = 0u64;
+    let ranges = cuts
+        .into_iter()
+        .map(|cut| {
+            cut.map(|(first, end)| {
+                let (start, stop) = (offsets[first as usize], offsets[end as usize]);
+                let gap = start - previous_end;
+                previous_end = stop;
+                [gap, stop - start]
+            })
+        })
+        .collect();
+    Ok(Tree {
+        spool,
+        len: total,
+        ranges,
+    })
+}
+
+/// The members that open the tar.gz: the manifest's tar header, then each
+/// chunk of the manifest (fw-core's `manifest::json_chunks`) in a member
+/// of its own, then its padding and the signature's entry; the first
+/// member marked with where the tree's members begin (fw-gz `FB`) and the
+/// chunks' table (`FC`), so that a delta fetches only the chunks that no
+/// installed manifest has. Compressed at gzip's best: they are small, and
+/// every delta downloads some of them.
+fn head_members(name: &str, manifest: &[u8], signature: &[u8], created: u64) -> Vec<u8> {
+    let level = Compression::best();
+    let members = |bytes: &[u8]| -> Vec<u8> {
+        bytes
+            .chunks(fw_gz::BLOCK)
+            .flat_map(|block| fw_gz::compress_member(block, level))
+            .collect()
+    };
+    let header = archive::fw_file_header(name, MANIFEST_PATH, manifest.len() as u64, created);
+    let mut out = members(&header);
+    let mut table = Vec::new();
+    for range in manifest::json_chunks(manifest) {
+        let chunk = &manifest[range];
+        let compressed = members(chunk);
+        table.push(fw_gz::Chunk {
+            members: compressed.len() as u32,
+            len: chunk.len() as u32,
+            hash: blake3::hash(chunk).as_bytes()[..16]
+                .try_into()
+                .expect("16 bytes"),
+        });
+        out.extend(compressed);
+    }
+    let mut tail = vec![0u8; archive::padding(manifest.len() as u64)];
+    tail.extend(archive::fw_file_bytes(
+        name,
+        SIGNATURE_PATH,
+        signature,
+        created,
+    ));
+    out.extend(members(&tail));
+    fw_gz::mark_head(&out, fw_gz::Chunk::encode(&table).as_deref())
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -495,21 +517,15 @@ fn unix_seconds(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn openpgp_error(err: anyhow::Error) -> Error {
-    match err.downcast::<io::Error>() {
-        Ok(io) => Error::io("stdout", io),
-        Err(other) => Error::failed(format!("OpenPGP: {other}")),
-    }
-}
-
 /// Packs `options.dir` into `out`.
-pub fn pack<W: Write + Send + Sync>(options: &PackOptions, out: W) -> Result<PackSummary> {
+pub fn pack<W: Write>(options: &PackOptions, out: W) -> Result<PackSummary> {
     pack_with_progress(options, out, &ProgressBar::hidden())
 }
 
-/// Packs `options.dir` into `out`, counting the content bytes written into
-/// `progress` (its length is set once the tree is hashed).
-pub fn pack_with_progress<W: Write + Send + Sync>(
+/// Packs `options.dir` into `out`, counting into `progress` the bytes of
+/// the tree as they are read, first to hash them, then to pack them (its
+/// total is twice the tree's bytes, set from the walk).
+pub fn pack_with_progress<W: Write>(
     options: &PackOptions,
     out: W,
     progress: &ProgressBar,
@@ -539,8 +555,22 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
     let created_time = UNIX_EPOCH + Duration::from_secs(created);
 
     let mut entries = scan(&options.dir, &excluded, options.source_date_epoch)?;
-    let content_bytes = hash_files(&mut entries)?;
-    progress.set_length(content_bytes);
+    let content_bytes = hash_files(&mut entries, progress)?;
+    // Files that changed size since the walk: the bar still ends at its total.
+    progress.set_length(2 * content_bytes);
+    for source in &mut entries {
+        source.entry.mtime = Some(source.mtime);
+    }
+
+    // The tree's members first, into an unlinked spool file: the manifest,
+    // which comes first in the package, says where each file's members lie.
+    let spool = tempfile::tempfile()
+        .map_err(|e| Error::io("cannot create an unlinked spool file in $TMPDIR", e))?;
+    let tree = write_tree(spool, &name, &entries, progress)?;
+    fw_core::progress::finish(progress);
+    for (source, range) in entries.iter_mut().zip(tree.ranges) {
+        source.entry.gz = range;
+    }
     let manifest = Manifest {
         format: manifest::FORMAT,
         name: name.clone(),
@@ -551,6 +581,7 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
         security_version: options.security_version,
         created,
         tool: format!("fw-sign {}", fw_core::FW_VERSION),
+        gz_length: Some(tree.len),
         entries: entries.iter().map(|s| s.entry.clone()).collect(),
     };
     manifest.validate()?;
@@ -573,42 +604,15 @@ pub fn pack_with_progress<W: Write + Send + Sync>(
         entries.len(),
         content_bytes
     );
-
-    let message = Message::new(out);
-    let message = if recipients.is_empty() {
-        message
-    } else {
-        Encryptor::for_recipients(message, recipients)
-            .symmetric_algo(SymmetricAlgorithm::AES256)
-            .build()
-            .map_err(openpgp_error)?
-    };
-    // SHA-256: hardware-accelerated (SHA-NI) on current x86 and ARM CPUs,
-    // about twice as fast as SHA-512 for the device hashing every byte.
-    let message = Signer::new(message, signing_pair)
-        .and_then(|s| s.hash_algo(HashAlgorithm::SHA256))
-        .and_then(|s| s.creation_time(created_time).build())
-        .map_err(openpgp_error)?;
-    let literal = LiteralWriter::new(message)
-        .format(DataFormat::Binary)
-        .date(created_time)
-        .and_then(|l| l.build())
-        .map_err(openpgp_error)?;
-    // Independent members compressed on every core (see fw-gz); no name
-    // and a zero mtime in their headers: reproducible.
-    let gzip = fw_gz::GzWriter::new(literal, Compression::new(6));
-    let gzip = write_tar(
-        gzip,
-        &name,
-        &manifest_json,
-        &signature,
-        created,
-        &entries,
-        progress,
+    let head = head_members(&name, &manifest_json, &signature, created);
+    message::write(
+        out,
+        &head,
+        (tree.spool, tree.len),
+        &mut signing_pair,
+        &recipients,
+        created_time,
     )?;
-    progress.finish_and_clear();
-    let literal = gzip.finish().map_err(|e| Error::io("stdout", e))?;
-    literal.finalize().map_err(openpgp_error)?;
 
     note!(
         "packed {} {} ({} entries, {} bytes){}",

@@ -1,9 +1,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::journal::Journal;
-use fw_core::ExitCode as FwExit;
+use fw_core::Exit as FwExit;
 use fw_core::{note, Error, Result};
 use fw_switch::cli::{Cli, Command, JournalAction};
 use fw_switch::{Outcome, Target};
@@ -157,6 +156,6 @@ fn link_tree(src: &std::path::Path, dest: &std::path::Path, force: bool) -> Resu
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-switch", run(cli))
 }

@@ -133,8 +133,9 @@ impl Target {
         } else {
             self.root.join(arg)
         };
+        // Missing: exit 1, as a missing path in every tool.
         let path = candidate.canonicalize().map_err(|_| {
-            Error::usage(format!(
+            Error::failed(format!(
                 "{} is not a version of {}: give a path from fw-fixate or a directory name \
                  (see fw-switch status)",
                 arg.display(),

@@ -25,6 +25,11 @@ use clap::Parser;
 /// anything but whole gzip members. On SIGTERM or SIGINT it removes its
 /// staging directory.
 ///
+/// A sealed package on stdin (OpenPGP, not yet through fw-unseal) is
+/// refused at once (exit 5), a terminal too (exit 2). A pipe that ends
+/// before its first byte means the stage before failed and said why:
+/// exit 9, quietly (the reason shows with -v).
+///
 /// Example:
 ///   fw-unseal < rootfs.fw | fw-unpack --target /opt/firmware | fw-verify
 #[derive(Parser)]
@@ -34,6 +39,13 @@ pub struct Cli {
     /// $FW_TARGET, else /opt/firmware].
     #[arg(long, value_name = "T")]
     pub target: Option<PathBuf>,
+    /// The stream is fw-fetch's (a delta upgrade), not fw-unseal's: there
+    /// is no proof; the manifest's signature is the root of trust, every
+    /// header must match the manifest, every file written must match its
+    /// BLAKE3, and data fw-fetch omitted is only linked from an installed
+    /// version, never read.
+    #[arg(long)]
+    pub delta: bool,
     /// Trusted vendor certificates, which fw-unseal's proof and the
     /// manifest's signature must verify by: a directory of *.asc, *.pgp,
     /// *.gpg files, or one file [default: $FW_KEYRING, else /etc/fw/keys].

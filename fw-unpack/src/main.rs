@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::keyring::{self, Keyring};
 use fw_core::{note, Error, Result};
 use fw_unpack::cli::Cli;
@@ -8,41 +7,51 @@ use fw_unpack::Cleanup;
 
 /// Removes the staging directory on SIGTERM, SIGINT or SIGHUP, then exits.
 fn clean_up_on_signals(cleanup: Cleanup) -> Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        signals.add(signal);
+    fw_core::signals::on_termination(move |signal| {
+        let removed = cleanup.abort();
+        fw_core::log::emit(
+            fw_core::log::Level::Error,
+            "fw-unpack",
+            &format!(
+                "interrupted by {signal:?}{}",
+                removed
+                    .map(|d| format!("; removed {}", d.display()))
+                    .unwrap_or_default()
+            ),
+        );
+        std::process::exit(1);
+    })
+    .map(drop)
+}
+
+/// Waits for the first bytes of stdin and refuses what is surely not an
+/// unsealed package, before anything is made on the target.
+fn check_input() -> Result<()> {
+    fw_core::cli::refuse_terminal_stdin("pipe a package in: fw-unseal pkg.fw | fw-unpack")?;
+    // Stdin's buffer keeps what is peeked for the unpacking below.
+    let first = fw_core::cli::peek(&mut std::io::stdin().lock(), 16)?;
+    if first.is_empty() {
+        return Err(fw_core::cli::no_input(
+            "fw-unseal",
+            Error::invalid("stdin is empty: no package"),
+        ));
     }
-    // Blocked here, before any other thread starts, so only the waiter
-    // below ever sees them.
-    signals
-        .thread_block()
-        .map_err(|e| Error::failed(format!("cannot block signals: {e}")))?;
-    std::thread::spawn(move || {
-        if let Ok(signal) = signals.wait() {
-            let removed = cleanup.abort();
-            fw_core::log::emit(
-                fw_core::log::Level::Error,
-                "fw-unpack",
-                &format!(
-                    "interrupted by {signal:?}{}",
-                    removed
-                        .map(|d| format!("; removed {}", d.display()))
-                        .unwrap_or_default()
-                ),
-            );
-            std::process::exit(1);
-        }
-    });
+    if fw_core::trust::looks_like_openpgp(&first) {
+        return Err(Error::invalid(
+            "stdin is a sealed package (OpenPGP): pipe it through fw-unseal first: \
+             fw-unseal pkg.fw | fw-unpack",
+        ));
+    }
     Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
+    check_input()?;
     let cleanup = Cleanup::new();
     clean_up_on_signals(cleanup.clone())?;
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
-    let target = fw_core::target::resolve(cli.target.as_deref());
+    let target = fw_core::cli::target_to_write(cli.target.as_deref())?;
     let staging = fw_unpack::prepare_staging(&target)?;
     let max_bytes = match cli.max_bytes {
         Some(n) => n,
@@ -54,8 +63,10 @@ fn run(cli: Cli) -> Result<()> {
         .bar("fw-unpack", fw_core::progress::stdin_size());
     fw_core::cli::grow_pipe(std::os::fd::AsFd::as_fd(&std::io::stdin()));
     let input = fw_core::progress::ProgressReader::new(std::io::stdin(), bar.clone());
-    let unpacked = fw_unpack::unpack(input, &staging, max_bytes, &shared, &keyring, &cleanup);
-    bar.finish_and_clear();
+    let unpacked = fw_unpack::unpack(
+        input, &staging, max_bytes, &shared, &keyring, cli.delta, &cleanup,
+    );
+    fw_core::progress::finish(&bar);
     let unpacked = unpacked?;
     note!(
         "unpacked {} ({} entries, {} bytes; {} files, {} bytes shared with installed versions; \
@@ -79,6 +90,6 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-unpack", run(cli))
 }

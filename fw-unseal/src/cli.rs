@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Decrypt and verify an fw package: package on stdin, its tar.gz on stdout.
+/// Decrypt and verify an fw package: package on stdin (or FILE), its tar.gz
+/// on stdout.
 ///
 /// Only a good signature by a trusted certificate of the keyring passes;
 /// a message without a one-pass signature by a trusted key, or with an
@@ -21,9 +22,17 @@ use clap::Parser;
 ///
 /// Example:
 ///   curl -fsS https://fw.example/rootfs.fw | fw-unseal | fw-unpack
+///   fw-unseal rootfs.fw | fw-unpack
+///
+/// A terminal on stdin or stdout is refused (exit 2). A pipe on stdin that
+/// ends before its first byte means the stage before failed and said why:
+/// exit 9, quietly (the reason shows with -v).
 #[derive(Parser)]
 #[command(name = "fw-unseal", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
+    /// The package file [default: stdin].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
     /// Trusted vendor certificates and this device's decryption key: a
     /// directory of *.asc, *.pgp, *.gpg files, or one file [default:
     /// $FW_KEYRING, else /etc/fw/keys].

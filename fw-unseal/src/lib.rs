@@ -433,6 +433,13 @@ mod tests {
         let mut message = Message::new(&mut out);
         if encrypt {
             let recipients = fw_sign::keys::recipients(&device).unwrap();
+            let recipients = recipients.into_iter().map(|r| {
+                openpgp::serialize::stream::Recipient::new(
+                    openpgp::types::Features::empty().set_seipdv1(),
+                    openpgp::KeyHandle::from(r.keyid),
+                    r.key,
+                )
+            });
             message = Encryptor::for_recipients(message, recipients)
                 .build()
                 .unwrap();
@@ -468,7 +475,7 @@ mod tests {
                     false,
                 )
                 .unwrap_err();
-                assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+                assert_eq!(err.code, fw_core::Exit::Security, "{}", err.message);
                 assert!(err.message.contains("compression"), "{}", err.message);
                 assert!(out.is_empty(), "encrypted {encrypt}, {layers} layers");
             }
@@ -493,7 +500,7 @@ mod tests {
             false,
         )
         .unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+        assert_eq!(err.code, fw_core::Exit::Security, "{}", err.message);
         assert!(err.message.contains("not signed"), "{}", err.message);
         assert!(out.is_empty());
     }
@@ -508,7 +515,7 @@ mod tests {
         assert!(unseal_bytes(&device_keyring(&keys), &few, false).is_ok());
         let flood = [marker.repeat(1000), package].concat();
         let err = unseal_bytes(&device_keyring(&keys), &flood, false).unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Invalid, "{}", err.message);
+        assert_eq!(err.code, fw_core::Exit::Invalid, "{}", err.message);
         assert!(err.message.contains("more than"), "{}", err.message);
     }
 
@@ -525,8 +532,8 @@ mod tests {
         let mut bogus = pkesk.to_vec();
         bogus[len - 1] ^= 0x01;
         for (copies, code, why) in [
-            (100, fw_core::ExitCode::Security, "no secret key"),
-            (5000, fw_core::ExitCode::Invalid, "more than"),
+            (100, fw_core::Exit::Security, "no secret key"),
+            (5000, fw_core::Exit::Invalid, "more than"),
         ] {
             // The good PKESK after 100 bad ones is not tried: 16 attempts
             // at most, not one per copy.
@@ -546,7 +553,7 @@ mod tests {
         // Only the vendor's secret key in the keyring: it decrypts, never trusts.
         let keyring = Keyring::from_certs("test", [keys.vendor.clone()]);
         let err = unseal_bytes(&keyring, &package, false).unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Security, "{}", err.message);
+        assert_eq!(err.code, fw_core::Exit::Security, "{}", err.message);
     }
 
     #[test]
@@ -574,10 +581,7 @@ mod tests {
                 )
                 .unwrap_err();
                 assert!(
-                    matches!(
-                        err.code,
-                        fw_core::ExitCode::Security | fw_core::ExitCode::Invalid
-                    ),
+                    matches!(err.code, fw_core::Exit::Security | fw_core::Exit::Invalid),
                     "encrypted {encrypt}, byte {at}: {:?} {}",
                     err.code,
                     err.message
@@ -594,9 +598,9 @@ mod tests {
         let keys = keys();
         let err =
             unseal_bytes(&device_keyring(&keys), b"\x1f\x8b\x08\x00 gzip", false).unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Invalid);
+        assert_eq!(err.code, fw_core::Exit::Invalid);
         assert!(err.message.contains("unsealed already"), "{}", err.message);
         let err = unseal_bytes(&device_keyring(&keys), b"", false).unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Invalid);
+        assert_eq!(err.code, fw_core::Exit::Invalid);
     }
 }

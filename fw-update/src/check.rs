@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use fw_core::{detail, note, ExitCode, Result};
+use fw_core::{detail, note, Exit, Result};
 
 use crate::events::{self, State};
 use crate::index::{self, Index, IndexRules};
@@ -70,7 +70,7 @@ impl Updater {
                         etag,
                     }));
                 }
-                Err(err) if attempt == 0 && err.code == ExitCode::Security => {
+                Err(err) if attempt == 0 && err.code == Exit::Security => {
                     detail!("the index and its signature do not match; fetching both again");
                     etag = None;
                 }
@@ -150,4 +150,3 @@ impl Updater {
         })
     }
 }
-

@@ -36,6 +36,10 @@ pub struct Cli {
     /// run: one cycle, then exit (for timers and tests).
     #[arg(long, global = true)]
     pub once: bool,
+    /// install: download the whole package, never a delta (as delta =
+    /// false in the configuration).
+    #[arg(long, global = true)]
+    pub full: bool,
     /// The settings, each also a key of the configuration file.
     #[command(flatten)]
     pub settings: Config,
@@ -47,7 +51,9 @@ pub enum Cmd {
     Check,
     /// check, then download the update into TARGET/.fw/downloads/.
     Download,
-    /// check, download, then install the update with fw-install.
+    /// check, then install the update with fw-install: by delta (only
+    /// what the device lacks) when a version is installed, else (or with
+    /// --full) the package downloaded first.
     Install,
     /// What the configuration says (auto_download, auto_install), every
     /// check_interval; with --once a single cycle.

@@ -106,6 +106,14 @@ pub struct Config {
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
     pub stream: Option<bool>,
+    /// install: when a version is installed, fetch by HTTP Range only the
+    /// files it lacks (fw-install --delta: fw-fetch), resumable; a server
+    /// without Range support sends the whole package, said in one line.
+    /// `--full` (or `delta = false`) downloads the whole package instead
+    /// [default: true].
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub delta: Option<bool>,
     /// scripts/fw-install [default: $FW_INSTALL, else next to fw-update,
     /// else PATH].
     #[arg(long, global = true, value_name = "PATH")]
@@ -135,6 +143,7 @@ impl Config {
             stall_speed: self.stall_speed.or(lower.stall_speed),
             stall_time: self.stall_time.or(lower.stall_time),
             stream: self.stream.or(lower.stream),
+            delta: self.delta.or(lower.delta),
             fw_install: self.fw_install.or(lower.fw_install),
         }
     }
@@ -228,6 +237,10 @@ impl Config {
     pub fn stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
+
+    pub fn delta(&self) -> bool {
+        self.delta.unwrap_or(true)
+    }
 }
 
 /// A duration in the file: seconds as a number, or a string like "1h", "30s",
@@ -294,6 +307,7 @@ mod tests {
     fn defaults_are_connhex_and_upparat() {
         let c = Config::default();
         assert!(!c.auto_download() && !c.auto_install() && !c.stream());
+        assert!(c.delta());
         assert_eq!(c.check_interval(), Duration::from_secs(3600));
         assert_eq!(c.retry_interval(), Duration::from_secs(60));
         assert_eq!(c.max_retries(), 60);
@@ -314,6 +328,7 @@ mod tests {
             download_gate = "test -e /tmp/ok"
             stall_time = 1.5
             stream = true
+            delta = false
             "#,
         )
         .unwrap();
@@ -331,6 +346,7 @@ mod tests {
         assert_eq!(c.download_gate(), Some("test -e /tmp/ok"));
         assert_eq!(c.stall().secs, 2);
         assert!(!c.stream(), "--stream=false overrides the file");
+        assert!(!c.delta());
         assert_eq!(c.index().unwrap(), "https://fw.example/index.json");
     }
 
@@ -356,16 +372,16 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_usage_errors() {
         let err = parse("auto_downlaod = true").unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Usage);
+        assert_eq!(err.code, fw_core::Exit::Usage);
         let err = parse("index = \"http://h/i\"\ncheck_interval = \"soon\"").unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Usage);
+        assert_eq!(err.code, fw_core::Exit::Usage);
         assert!(err.message.contains("check_interval"), "{}", err.message);
         assert!(Config::default().validate().is_err(), "no index");
         let ftp = Config {
             index: Some("ftp://h/i".into()),
             ..Config::default()
         };
-        assert_eq!(ftp.validate().unwrap_err().code, fw_core::ExitCode::Usage);
+        assert_eq!(ftp.validate().unwrap_err().code, fw_core::Exit::Usage);
         let still = parse("index = \"http://h/i\"\nstall_speed = 0").unwrap();
         assert!(still.validate().is_err());
     }

@@ -63,6 +63,12 @@ impl Updater {
         }
     }
 
+    /// Whether the entry's package is downloaded whole already.
+    pub(crate) fn downloaded(&self, entry: &Entry) -> bool {
+        let (done, _) = self.package_paths(entry);
+        std::fs::metadata(&done).is_ok_and(|m| m.len() == entry.size)
+    }
+
     /// `download`: the entry's package into TARGET/.fw/downloads/, resumed
     /// from a partial file, checked against the index. Emits
     /// `downloading` (with progress) and `update_ready`, or

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use fw_core::retry::{self, Attempt, Backoff};
-use fw_core::{note, Error, ExitCode, Result};
+use fw_core::{note, Error, Exit, Result};
 use fw_nbio::{Failure, Process, Sink};
 
 use crate::index::Entry;
@@ -58,7 +58,7 @@ impl Updater {
         )?;
         done.ok_or_else(|| {
             Error::new(
-                ExitCode::RetryLater,
+                Exit::RetryLater,
                 format!(
                     "the {which} gate `{command}` said not now {} times: giving up until \
                      the next check (raise max_retries or retry_interval to wait longer)",

@@ -143,16 +143,16 @@ mod tests {
         assert!(i.check_fresh(150, None).is_ok());
         assert_eq!(
             i.check_fresh(201, None).unwrap_err().code,
-            fw_core::ExitCode::Security
+            fw_core::Exit::Security
         );
         assert_eq!(
             i.check_fresh(150, Some(101)).unwrap_err().code,
-            fw_core::ExitCode::Security
+            fw_core::Exit::Security
         );
         assert!(check_not_below(&i.entries[0], 1).is_ok());
         assert_eq!(
             check_not_below(&i.entries[0], 2).unwrap_err().code,
-            fw_core::ExitCode::Security
+            fw_core::Exit::Security
         );
     }
 }

@@ -1,12 +1,22 @@
-//! `install`: the package (downloaded, or streamed from its URL) through the install
-//! gate and `fw-install`, run by fw-nbio. fw-install checks the package's signed
-//! manifest against the index's entry (name, version, security_version) before it
-//! switches, in every mode; its exit 3 (a hook said not now) is retried like a gate's.
+//! `install`: the package (by delta, downloaded, or streamed from its URL) through
+//! the install gate and `fw-install`, run by fw-nbio. fw-install checks the package's
+//! signed manifest against the index's entry (name, version, security_version)
+//! before it switches, in every mode; its exit 3 (a hook said not now) is retried
+//! like a gate's.
+//!
+//! A delta (the default when a version is installed and the package is not
+//! downloaded already) is `fw-install --delta URL`: fw-fetch fetches by HTTP
+//! Range only the files no installed version holds, resumable from
+//! TARGET/.fw/fetch/ by the next run; the download gate runs before it. The
+//! index's size and BLAKE3 of the package cannot be checked then (the
+//! package is not downloaded whole): its signed manifest is the root of
+//! trust, checked with every file against it, and its name, version and
+//! security_version against the index's entry.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use fw_core::retry::{self, Attempt, Backoff};
-use fw_core::{detail, note, Error, ExitCode, Result};
+use fw_core::{detail, note, Error, Exit, Result};
 use fw_nbio::{Failure, Process, Sink};
 
 use crate::events::State;
@@ -15,20 +25,51 @@ use crate::index::Entry;
 use crate::tools::{exe_dir, find_fw_install};
 use crate::updater::Updater;
 
+/// Where fw-install takes the package from.
+enum Source {
+    /// Downloaded whole, checked against the index.
+    File(PathBuf),
+    /// Streamed from its URL (`stream = true`).
+    Url,
+    /// By HTTP Range, only what the device lacks.
+    Delta,
+}
+
 impl Updater {
-    /// `install`: download (unless `--stream`), the install gate, then
-    /// fw-install. Emits `updating`, then `updated` or `update_failed`.
+    /// `install`: a delta, or download (unless `--stream`); the install
+    /// gate, then fw-install. Emits `updating`, then `updated` or
+    /// `update_failed`.
     pub fn install(&mut self, entry: &Entry) -> Result<()> {
-        let source = if self.config.stream() {
-            None
+        let source = if self.delta_for(entry) {
+            let gated = self.gate(Gate::Download, entry, None);
+            self.failing(State::DownloadFailed, gated)?;
+            Source::Delta
+        } else if self.config.stream() {
+            Source::Url
         } else {
-            Some(self.download(entry)?)
+            Source::File(self.download(entry)?)
         };
-        let result = self.install_from(entry, source.as_deref());
+        let result = self.install_from(entry, &source);
         self.failing(State::UpdateFailed, result)
     }
 
-    fn install_from(&mut self, entry: &Entry, file: Option<&Path>) -> Result<()> {
+    /// Whether to install `entry` by delta: asked for (the default) and not
+    /// streamed whole, a version installed to be its base, and no complete
+    /// download of it.
+    fn delta_for(&self, entry: &Entry) -> bool {
+        self.config.delta()
+            && !self.config.stream()
+            && self
+                .installed()
+                .is_ok_and(|installed| installed.version.is_some())
+            && !self.downloaded(entry)
+    }
+
+    fn install_from(&mut self, entry: &Entry, source: &Source) -> Result<()> {
+        let file = match source {
+            Source::File(path) => Some(path.as_path()),
+            _ => None,
+        };
         let max = self.config.max_retries();
         let done = retry::until_done(
             max,
@@ -36,7 +77,7 @@ impl Updater {
             |_| {
                 self.gate(Gate::Install, entry, file)?;
                 self.events.emit(State::Updating, "", None)?;
-                self.fw_install(entry, file)
+                self.fw_install(entry, source)
             },
             |attempt, delay| {
                 note!(
@@ -50,7 +91,7 @@ impl Updater {
         )?;
         if done.is_none() {
             return Err(Error::new(
-                ExitCode::RetryLater,
+                Exit::RetryLater,
                 format!(
                     "installing {} {}: a hook kept asking to retry later (exit 3), {} times: \
                      the next check tries again",
@@ -72,7 +113,7 @@ impl Updater {
     }
 
     /// One run of fw-install; its stdout and stderr go to our stderr.
-    fn fw_install(&self, entry: &Entry, file: Option<&Path>) -> Result<Attempt<()>> {
+    fn fw_install(&self, entry: &Entry, source: &Source) -> Result<Attempt<()>> {
         let fw_install = find_fw_install(self.config.fw_install.as_deref());
         let stall = self.config.stall();
         let mut process = Process::new(&fw_install)
@@ -94,9 +135,10 @@ impl Updater {
         if fw_core::log::level() < 0 {
             process = process.arg("-q");
         }
-        process = match file {
-            Some(path) => process.arg(path),
-            None => process.arg(&entry.url),
+        process = match source {
+            Source::File(path) => process.arg(path),
+            Source::Url => process.arg(&entry.url),
+            Source::Delta => process.arg("--delta").arg(&entry.url),
         };
         // The same build's tools, when fw-install would not know them.
         if std::env::var_os("FW_BIN").is_none() {
@@ -142,7 +184,7 @@ impl Updater {
             _ => "it failed",
         };
         Err(Error::new(
-            ExitCode::from_status(code),
+            Exit::from_status(code),
             format!("{installing}: {what} (exit {code}); see its messages above"),
         ))
     }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use fw_core::keyring::Keyring;
-use fw_core::{detail, Error, ExitCode, Result};
+use fw_core::{detail, Error, Exit, Result};
 
 use crate::config::Config;
 use crate::events::{Events, State};
@@ -74,7 +74,7 @@ impl Updater {
             .map_err(|e| Error::io(path.display(), e))?;
         Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
             Error::new(
-                ExitCode::Busy,
+                Exit::Busy,
                 format!(
                     "another fw-update is running on {} ({} is locked): try again later",
                     self.target.display(),
@@ -123,7 +123,7 @@ impl Updater {
     pub fn run_forever(&mut self) -> Result<()> {
         loop {
             if let Err(err) = self.cycle(Action::Run) {
-                if err.code == ExitCode::Usage {
+                if err.code == Exit::Usage {
                     return Err(err);
                 }
                 fw_core::log::emit(fw_core::log::Level::Error, "fw-update", &err.message);

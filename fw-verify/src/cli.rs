@@ -15,7 +15,8 @@ use clap::Parser;
 /// symlink target, owner when run as root, and nothing extra (exit 5,
 /// listing up to 20 differences). Modification times are not compared.
 /// On success, records the manifest's BLAKE3 in .fw/verified for
-/// fw-fixate. Also an integrity check of installed versions:
+/// fw-fixate. On a terminal, a bar shows the bytes hashed of the
+/// manifest's total. Also an integrity check of installed versions:
 ///   fw-verify /opt/firmware/current
 ///
 /// Policy file (TOML, all keys optional):
@@ -54,4 +55,6 @@ pub struct Cli {
     pub expect_security_version: Option<u64>,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
+    #[command(flatten)]
+    pub progress: fw_core::progress::ProgressArgs,
 }

@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use fw_core::keyring::Keyring;
 use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::progress::ProgressBar;
 use fw_core::trust::{self, Signer};
 use fw_core::{Error, Result};
 
@@ -226,11 +227,13 @@ fn difference(path: &str, what: impl std::fmt::Display) -> (String, String) {
 }
 
 /// Compares the tree at `root` with `manifest`; returns the differences,
-/// sorted by path, and the number of files and bytes hashed.
+/// sorted by path, and the number of files and bytes hashed. `progress`
+/// counts the bytes hashed, of the total of the files to hash.
 pub fn compare_tree(
     root: &Path,
     manifest: &Manifest,
     compare_owners: bool,
+    progress: &ProgressBar,
 ) -> Result<(Vec<String>, usize, u64)> {
     let listed: HashMap<&str, &Entry> = manifest
         .entries
@@ -357,9 +360,16 @@ pub fn compare_tree(
     }
 
     // Hash on all cores: small files in parallel, large ones each on all.
+    fw_core::progress::set_total(progress, to_hash.iter().filter_map(|e| e.size).sum());
     let hashed: Vec<(&Entry, std::io::Result<(u64, String)>)> = to_hash
         .par_iter()
-        .map(|entry| (*entry, manifest::hash_file(&root.join(&entry.path))))
+        .map(|entry| {
+            let path = root.join(&entry.path);
+            (
+                *entry,
+                manifest::hash_file_counting(&path, |n| progress.inc(n)),
+            )
+        })
         .collect();
     let mut bytes = 0;
     for (entry, result) in &hashed {
@@ -390,6 +400,25 @@ pub fn verify(
     policy: &Policy,
     expected: &Expected,
 ) -> Result<Verified> {
+    verify_with_progress(
+        path,
+        keyring,
+        target,
+        policy,
+        expected,
+        &ProgressBar::hidden(),
+    )
+}
+
+/// As [`verify`], counting the bytes hashed into `progress`.
+pub fn verify_with_progress(
+    path: &Path,
+    keyring: &Keyring,
+    target: &Path,
+    policy: &Policy,
+    expected: &Expected,
+    progress: &ProgressBar,
+) -> Result<Verified> {
     // `current` and friends are links to the version: check what they name.
     let resolved = path
         .canonicalize()
@@ -413,7 +442,7 @@ pub fn verify(
     policy.check(&manifest)?;
 
     let as_root = nix::unistd::geteuid().is_root();
-    let (diffs, files, bytes) = compare_tree(path, &manifest, as_root)?;
+    let (diffs, files, bytes) = compare_tree(path, &manifest, as_root, progress)?;
     if !diffs.is_empty() {
         for diff in diffs.iter().take(MAX_LISTED) {
             fw_core::warn!("{}: {diff}", path.display());
@@ -456,6 +485,7 @@ mod tests {
             security_version: 2,
             created: 0,
             tool: "test".into(),
+            gz_length: None,
             entries,
         }
     }
@@ -471,6 +501,8 @@ mod tests {
             blake3: Some(blake3::hash(data).to_hex().to_string()),
             target: None,
             hardlink: None,
+            mtime: None,
+            gz: None,
         }
     }
 
@@ -485,7 +517,7 @@ mod tests {
         let err = policy
             .check(&manifest(vec![file("a", 0o4755, b"abc")]))
             .unwrap_err();
-        assert_eq!(err.code, fw_core::ExitCode::Security);
+        assert_eq!(err.code, fw_core::Exit::Security);
         let err = policy
             .check(&manifest(vec![file("a", 0o644, b"0123456789abc")]))
             .unwrap_err();
@@ -515,7 +547,7 @@ mod tests {
             expect(None, None, Some(3)),
         ] {
             let err = wrong.check(&m).unwrap_err();
-            assert_eq!(err.code, fw_core::ExitCode::Security);
+            assert_eq!(err.code, fw_core::Exit::Security);
             assert!(err.message.contains("\"fw\" \"1\""), "{}", err.message);
         }
     }
@@ -546,13 +578,15 @@ mod tests {
                 blake3: None,
                 target: None,
                 hardlink: None,
+                mtime: None,
+                gz: None,
             },
             file("changed", 0o644, b"changed"),
             file("missing", 0o644, b""),
             file("mode", 0o644, b"m"),
             file("same", 0o644, b"same"),
         ]);
-        let (diffs, _, _) = compare_tree(root, &m, false).unwrap();
+        let (diffs, _, _) = compare_tree(root, &m, false, &ProgressBar::hidden()).unwrap();
         assert_eq!(diffs.len(), 4, "{diffs:?}");
         assert!(
             diffs[0].starts_with("changed: content differs"),

@@ -1,13 +1,20 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use fw_core::keyring::{self, Keyring};
-use fw_core::{note, Result};
+use fw_core::{event, Error, Result};
 use fw_verify::cli::Cli;
 
 fn run(cli: Cli) -> Result<()> {
     cli.verbosity.apply();
     let path = fw_core::cli::path_or_stdin_line(cli.path, "fw-unpack")?;
+    if !fw_core::cli::existing(&path)?.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is not a directory: fw-verify checks a version tree, the directory fw-unpack \
+             prints (fw-unseal < pkg.fw | fw-unpack | fw-verify) or an installed version \
+             (e.g. /opt/firmware/current)",
+            path.display()
+        )));
+    }
     let keyring = Keyring::load(&keyring::resolve(cli.keyring.as_deref()))?;
     let target = fw_core::target::resolve(cli.target.as_deref());
     let policy = fw_verify::Policy::load(cli.policy.as_deref())?;
@@ -16,8 +23,20 @@ fn run(cli: Cli) -> Result<()> {
         version: cli.expect_version,
         security_version: cli.expect_security_version,
     };
-    let verified = fw_verify::verify(&path, &keyring, &target, &policy, &expected)?;
-    note!(
+    let bar = cli.progress.bar("fw-verify", None);
+    let verified =
+        fw_verify::verify_with_progress(&path, &keyring, &target, &policy, &expected, &bar);
+    fw_core::progress::finish(&bar);
+    let verified = verified?;
+    event!(Info, "verified", {
+        "name": &verified.manifest.name,
+        "version": &verified.manifest.version,
+        "security_version": verified.manifest.security_version,
+        "path": path.to_string_lossy(),
+        "files": verified.files,
+        "bytes": verified.bytes,
+        "signer": &verified.signer.cert,
+    },
         "{} {} verified: {} files, {} bytes, signed by {}",
         verified.manifest.name,
         verified.manifest.version,
@@ -30,6 +49,6 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = fw_core::cli::parse::<Cli>();
     fw_core::error::report("fw-verify", run(cli))
 }

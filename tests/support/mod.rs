@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 pub use tempfile::TempDir;
 
+pub mod servers;
+
 /// The path of a workspace binary, e.g. `bin("fw-sign")`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");

@@ -18,9 +18,11 @@ fn fw_install() -> Command {
         Arg::new(id).long(id).value_name(name).help(help)
     };
     Command::new("fw-install")
+        .version(env!("CARGO_PKG_VERSION"))
         .about("Install an fw package on the target, switch to it, run its hooks, roll back on failure")
         .long_about(
-            "Install an fw package (a file, an http(s) URL streamed through curl, or - for stdin) \
+            "Install an fw package (a file, an http(s) URL streamed through curl, or - for stdin; \
+             with --delta, a URL fetched by HTTP Range, only what the target lacks) \
              on the firmware target: fw-unseal | fw-unpack, fw-verify, fw-fixate, the pre-install \
              hook, fw-switch to, the post-install and health-check hooks. Every step is recorded \
              in TARGET/.fw/journal; on failure after the switch the previous version comes back \
@@ -36,6 +38,7 @@ fn fw_install() -> Command {
         .arg(value("S", "hook-timeout", "kill a hook after S seconds (default 300)"))
         .arg(value("N", "hook-retries", "retries of a hook that exits 3 (default 3)"))
         .arg(value("S", "hook-retry-interval", "first retry interval, doubling (default 5)"))
+        .arg(Arg::new("delta").long("delta").action(ArgAction::SetTrue).help("URL only: download only what the target lacks (fw-fetch | fw-unpack --delta); an interrupted fetch resumes at the next run"))
         .arg(value("N", "stall-speed", "give up a URL whose transfer stays under N bytes/s for --stall-time seconds (default 1024): exit 1, nothing changed"))
         .arg(value("S", "stall-time", "the seconds a transfer may stay under --stall-speed (default 60)"))
         .arg(value("NAME", "expect-name", "refuse (exit 4) a package whose signed manifest has another name (fw-update passes the signed index's entry)"))
@@ -48,6 +51,18 @@ fn fw_install() -> Command {
                 .help("install the package even if an identical version (same manifest) is installed already"),
         )
         .arg(Arg::new("quiet").short('q').long("quiet").action(ArgAction::SetTrue).help("only errors on stderr"))
+        .arg(Arg::new("verbose").short('v').long("verbose").action(ArgAction::SetTrue).help("more detail on stderr, from every tool"))
+        .arg(value("F", "log-format", "human (default, or $FW_LOG_FORMAT) or json: one JSON record per line on stderr (see fw(7)), from this script and every tool"))
+        .after_long_help(
+            "A failure is reported once, in one line naming the stage that failed first and its \
+             cause: curl's message inside fw-install's line, or the line of the fw tool that \
+             refused the package (a stage left without input stays quiet, exit 9).\n\n\
+             STATUS LINES (--status FILE, or fd 3), one JSON object per step, with the schema of \
+             fw-update's status events (fw(7)): status (verifying, installing, switching, \
+             updated, update_failed, rolled_back, failsafe), name, current_version, \
+             latest_version, error (\"\" unless failed), last_checked (always \"\"), time \
+             (seconds since 1970), from and to (the version directories).",
+        )
         .arg(Arg::new("source").value_name("FILE|URL|-").required(true).help("the package"))
 }
 
@@ -62,6 +77,7 @@ pub fn commands() -> Vec<Command> {
         fw_switch::cli::Cli::command(),
         fw_hook::cli::Cli::command(),
         fw_update::cli::Cli::command(),
+        fw_fetch::cli::Cli::command(),
         fw_install(),
     ]
 }
@@ -71,18 +87,82 @@ fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
-/// Man pages: one for the tool, one per subcommand (`fw-switch-status.1`).
-fn man_pages(cmd: &Command, out: &Path) -> std::io::Result<()> {
+/// The exit codes every binary and fw-install share (fw_core::Exit;
+/// docs/design.md has the long form).
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "done"),
+    ("1", "failed: I/O, a hook, a path that does not exist, anything else"),
+    ("2", "usage error"),
+    ("3", "retry later"),
+    ("4", "security violation: bad or missing signature, untrusted signer, tampering, below the security floor"),
+    ("5", "invalid input: malformed package, unsafe archive, tree differs from its manifest, an identical version installed already"),
+    ("6", "busy: another install holds the target's lock"),
+    ("7", "the new version failed after the switch; the previous version is back"),
+    ("8", "the previous version failed too; the failsafe version is running"),
+    ("9", "no input: the stage before failed (quiet; that stage said why)"),
+    ("141", "the reader of stdout went away"),
+];
+
+/// The pages a tool's page points to: fw(7), then every other tool.
+const TOOL_PAGES: &[&str] = &[
+    "fw-sign",
+    "fw-unseal",
+    "fw-fetch",
+    "fw-unpack",
+    "fw-verify",
+    "fw-fixate",
+    "fw-switch",
+    "fw-hook",
+    "fw-install",
+    "fw-update",
+];
+
+/// EXIT STATUS and SEE ALSO, in roff, for page `name` (its `parent` tool
+/// for a subcommand's page).
+fn exit_and_see_also(name: &str, parent: Option<&str>) -> String {
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in EXIT_STATUS {
+        roff += &format!(".TP\n{code}\n{meaning}\n");
+    }
+    roff += ".SH \"SEE ALSO\"\n";
+    let mut pages = vec![r"\fBfw\fR(7)".to_string()];
+    let related: Vec<&str> = match parent {
+        Some(parent) => vec![parent],
+        None => TOOL_PAGES.iter().copied().filter(|t| *t != name).collect(),
+    };
+    pages.extend(
+        related
+            .iter()
+            .map(|t| format!(r"\fB{}\fR(1)", t.replace('-', r"\-"))),
+    );
+    roff += &pages.join(", ");
+    roff +=
+        "\n.PP\nThe design document: /usr/share/doc/fw/design.md (docs/design.md of the source).\n";
+    roff
+}
+
+/// Man pages: one for the tool, one per subcommand (`fw-switch-status.1`),
+/// each with the shared EXIT STATUS and a SEE ALSO (before VERSION).
+fn man_pages(cmd: &Command, parent: Option<&str>, out: &Path) -> std::io::Result<()> {
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
-    write(&out.join(format!("man/man1/{}.1", cmd.get_name())), &page)?;
+    let page = String::from_utf8(page).expect("clap_mangen writes UTF-8");
+    let extra = exit_and_see_also(cmd.get_name(), parent);
+    let page = match page.find(".SH VERSION") {
+        Some(at) => format!("{}{extra}{}", &page[..at], &page[at..]),
+        None => page + &extra,
+    };
+    write(
+        &out.join(format!("man/man1/{}.1", cmd.get_name())),
+        page.as_bytes(),
+    )?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("{}-{}", cmd.get_name(), sub.get_name());
         let sub = sub
             .clone()
             .name(name.clone())
             .version(cmd.get_version().map(str::to_string).unwrap_or_default());
-        man_pages(&sub, out)?;
+        man_pages(&sub, Some(cmd.get_name()), out)?;
     }
     Ok(())
 }
@@ -126,7 +206,7 @@ pub fn generate(out: &Path) -> std::io::Result<()> {
     for cmd in commands() {
         let mut cmd = cmd;
         cmd.build();
-        man_pages(&cmd, out)?;
+        man_pages(&cmd, None, out)?;
         completions(&cmd, out)?;
     }
     write(&out.join("man/man7/fw.7"), include_bytes!("fw.7"))

@@ -1,0 +1,253 @@
+//! The state of one extraction and the writing of what it creates: files
+//! (never following or replacing anything), links to installed files,
+//! and directories' modes, owners and times at the end. The package's
+//! first entries ([`head`]) and its tree ([`tree`]) are checked in
+//! modules of their own.
+
+mod head;
+mod tree;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use fw_core::keyring::Keyring;
+use fw_core::manifest::{self, Kind, Manifest};
+use fw_core::target::SharedFiles;
+use fw_core::trust::Signer;
+use fw_core::{Error, Result};
+
+use crate::staging::Cleanup;
+use crate::stream::stream_error;
+use crate::writeback::Writeback;
+
+pub(crate) const CHUNK: usize = 256 << 10;
+
+fn timespec(secs: u64) -> TimeSpec {
+    TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0)
+}
+
+/// A directory whose mode and times are set once everything inside it
+/// has been written.
+struct PendingDir {
+    path: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+/// One extraction under way: where it writes, what it created so far,
+/// and what the manifest allows.
+pub(crate) struct Extractor<'a> {
+    /// `…/staging/unpack-XXXX`.
+    work: PathBuf,
+    /// `work/NAME`, once known.
+    pub(crate) tree: PathBuf,
+    pub(crate) name: String,
+    pub(crate) manifest: Option<Manifest>,
+    /// What this run created, by index of the manifest's entries (every
+    /// entry created is listed there); the root from the start.
+    pub(crate) created: Vec<Option<Kind>>,
+    /// Which entries the archive held, to refuse a second one.
+    seen: Vec<bool>,
+    dirs: Vec<PendingDir>,
+    as_root: bool,
+    max_bytes: u64,
+    pub(crate) content: u64,
+    shared: &'a SharedFiles,
+    pub(crate) shared_files: u64,
+    pub(crate) shared_bytes: u64,
+    cleanup: &'a Cleanup,
+    writeback: Writeback,
+    keyring: &'a Keyring,
+    /// `--delta`: fw-fetch's stream (see the crate's comment).
+    delta: bool,
+    /// Who signed the manifest.
+    pub(crate) signer: Option<Signer>,
+}
+
+impl<'a> Extractor<'a> {
+    pub(crate) fn new(
+        work: &Path,
+        max_bytes: u64,
+        shared: &'a SharedFiles,
+        cleanup: &'a Cleanup,
+        keyring: &'a Keyring,
+        delta: bool,
+    ) -> Self {
+        Extractor {
+            work: work.to_path_buf(),
+            tree: PathBuf::new(),
+            name: String::new(),
+            manifest: None,
+            created: Vec::new(),
+            seen: Vec::new(),
+            dirs: Vec::new(),
+            as_root: nix::unistd::geteuid().is_root(),
+            max_bytes,
+            content: 0,
+            shared,
+            shared_files: 0,
+            shared_bytes: 0,
+            cleanup,
+            writeback: Writeback::start(),
+            keyring,
+            delta,
+            signer: None,
+        }
+    }
+}
+
+impl Extractor<'_> {
+    pub(crate) fn refuse(&self, entry: &str, why: impl std::fmt::Display) -> Error {
+        Error::invalid(format!("entry {entry:?}: {why}; refusing the package"))
+    }
+
+    fn io(&self, path: &Path, err: io::Error) -> Error {
+        Error::io(path.display(), err)
+    }
+
+    /// Creates a file with `data`'s bytes, never following or replacing
+    /// anything.
+    fn write_file(
+        &mut self,
+        rel_display: &str,
+        path: &Path,
+        data: &mut dyn Read,
+        size: u64,
+        blake3: Option<&str>,
+    ) -> Result<File> {
+        self.content = self.content.saturating_add(size);
+        if self.content > self.max_bytes {
+            return Err(self.refuse(
+                rel_display,
+                format!(
+                    "the package holds more than --max-bytes {} of content \
+                     (a decompression bomb, or raise --max-bytes)",
+                    self.max_bytes
+                ),
+            ));
+        }
+        let mut file = {
+            let _lock = self.cleanup.lock();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(path)
+                .map_err(|e| self.io(path, e))?
+        };
+        let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
+        let mut written = 0u64;
+        let mut hasher = blake3.map(|_| blake3::Hasher::new());
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_error(e, rel_display, self.max_bytes)),
+            };
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&buf[..n]);
+            }
+            let _lock = self.cleanup.lock();
+            file.write_all(&buf[..n]).map_err(|e| self.io(path, e))?;
+            written += n as u64;
+        }
+        if let (Some(hasher), Some(want)) = (hasher, blake3) {
+            if written == size && hasher.finalize().to_hex().as_str() != want {
+                return Err(Error::security(format!(
+                    "entry {rel_display:?}: its content differs from the signed manifest's \
+                     BLAKE3: tampered with or damaged on the way; refusing the package"
+                )));
+            }
+        }
+        if written != size {
+            return Err(stream_error(
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+                rel_display,
+                self.max_bytes,
+            ));
+        }
+        Ok(file)
+    }
+
+    /// The upgrade fast path: links an identical installed file into the
+    /// tree; its bytes in the archive are skipped. The installed inode is never
+    /// touched (no chmod, chown or utimes): other versions share it.
+    fn link_installed(&mut self, installed: &Path, path: &Path, size: u64) -> Result<()> {
+        self.content = self.content.saturating_add(size);
+        {
+            let _lock = self.cleanup.lock();
+            std::fs::hard_link(installed, path).map_err(|e| self.io(path, e))?;
+        }
+        // The entry's data is not read: the archive skips it on the way to
+        // the next entry, and fails there if the stream ends inside it.
+        self.shared_files += 1;
+        self.shared_bytes += size;
+        Ok(())
+    }
+
+    /// Owner (as root), mode and mtime of a file just written. The owner
+    /// goes first: chown clears setuid and setgid bits.
+    /// Then hands the file to the writeback thread.
+    fn finish_file(&self, file: File, path: &Path, header: &tar::Header, mode: u32) -> Result<()> {
+        let _lock = self.cleanup.lock();
+        if self.as_root {
+            let (uid, gid) = owner(header);
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| self.io(path, e))?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| self.io(path, e))?;
+        let mtime = timespec(header.mtime().unwrap_or(0));
+        nix::sys::stat::futimens(&file, &mtime, &mtime)
+            .map_err(|e| self.io(path, io::Error::from(e)))?;
+        self.writeback.push(file);
+        Ok(())
+    }
+
+    /// What this run created at `rel`.
+    fn created_at(&self, rel: &str) -> Option<Kind> {
+        let manifest = self.manifest.as_ref()?;
+        self.created[manifest.position(rel)?]
+    }
+
+    /// Modes, owners and times of directories, deepest first, once nothing
+    /// more is written into them.
+    pub(crate) fn finish_dirs(&mut self) -> Result<()> {
+        let _lock = self.cleanup.lock();
+        let fw_dir = self.tree.join(manifest::FW_DIR);
+        std::fs::set_permissions(&fw_dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(fw_dir.display(), e))?;
+        for dir in self.dirs.iter().rev() {
+            if self.as_root {
+                std::os::unix::fs::lchown(&dir.path, Some(dir.uid as u32), Some(dir.gid as u32))
+                    .map_err(|e| Error::io(dir.path.display(), e))?;
+            }
+            std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
+                .map_err(|e| Error::io(dir.path.display(), e))?;
+            let mtime = timespec(dir.mtime);
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dir.path,
+                &mtime,
+                &mtime,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| Error::io(dir.path.display(), io::Error::from(e)))?;
+        }
+        Ok(())
+    }
+}
+
+fn owner(header: &tar::Header) -> (u32, u32) {
+    let uid = header.uid().unwrap_or(0).min(u32::MAX as u64) as u32;
+    let gid = header.gid().unwrap_or(0).min(u32::MAX as u64) as u32;
+    (uid, gid)
+}
