@@ -535,6 +535,7 @@ impl Ctx {
     /// fw-unpack on `input` signed by the vendor and passed through
     /// fw-unseal: with its proof.
     fn unpack(&self, args: &[&str], input: &[u8]) -> Output {
+        keep_as_fuzz_seed(input);
         self.unpack_raw(args, &seal(&base().vendor_key, &self.keyring, input))
     }
 
@@ -600,6 +601,15 @@ impl Ctx {
             "{case}: hostile entries landed at {escaped:?} under {}",
             self.root.display()
         );
+    }
+}
+
+/// With `FW_FUZZ_SEEDS=DIR` (set by `scripts/fuzz seeds`), keeps each
+/// archive given to fw-unpack as a seed of the fuzz targets.
+fn keep_as_fuzz_seed(tar_gz: &[u8]) {
+    if let Some(dir) = std::env::var_os("FW_FUZZ_SEEDS") {
+        let name = format!("hostile-{}.tar.gz", &blake3::hash(tar_gz).to_hex()[..16]);
+        std::fs::write(Path::new(&dir).join(name), tar_gz).expect("FW_FUZZ_SEEDS is writable");
     }
 }
 

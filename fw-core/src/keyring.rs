@@ -70,32 +70,46 @@ impl Keyring {
             vec![path.to_path_buf()]
         };
 
-        let mut keyring = Keyring {
-            source: path.to_path_buf(),
-            signers: Vec::new(),
-            secret_keys: Vec::new(),
-        };
+        let mut keyring = Keyring::from_certs(path, []);
         for file in &files {
-            for cert in CertParser::from_file(file)
-                .map_err(|e| Error::failed(format!("keyring file {}: {e}", file.display())))?
-            {
-                let cert = cert.map_err(|e| {
-                    Error::failed(format!(
-                        "keyring file {}: not a valid OpenPGP certificate: {e}",
-                        file.display()
-                    ))
-                })?;
-                keyring.add(cert);
-            }
+            keyring.add_parsed(file, CertParser::from_file(file))?;
         }
-        if keyring.signers.is_empty() && keyring.secret_keys.is_empty() {
+        keyring.non_empty()
+    }
+
+    /// Loads the certificates and keys of one keyring file's bytes;
+    /// `source` names it in messages. What [`Keyring::load`] does with
+    /// each file.
+    pub fn from_bytes(source: &Path, bytes: &[u8]) -> Result<Keyring> {
+        let mut keyring = Keyring::from_certs(source, []);
+        keyring.add_parsed(source, CertParser::from_bytes(bytes))?;
+        keyring.non_empty()
+    }
+
+    fn add_parsed(&mut self, file: &Path, parser: openpgp::Result<CertParser>) -> Result<()> {
+        let parser =
+            parser.map_err(|e| Error::failed(format!("keyring file {}: {e}", file.display())))?;
+        for cert in parser {
+            let cert = cert.map_err(|e| {
+                Error::failed(format!(
+                    "keyring file {}: not a valid OpenPGP certificate: {e}",
+                    file.display()
+                ))
+            })?;
+            self.add(cert);
+        }
+        Ok(())
+    }
+
+    fn non_empty(self) -> Result<Keyring> {
+        if self.signers.is_empty() && self.secret_keys.is_empty() {
             return Err(Error::failed(format!(
                 "keyring {} holds no OpenPGP certificates (*.asc, *.pgp, *.gpg): \
                  add the vendor's certificate there",
-                path.display()
+                self.source.display()
             )));
         }
-        Ok(keyring)
+        Ok(self)
     }
 
     /// Builds a keyring from certificates already in memory.
@@ -168,6 +182,30 @@ mod tests {
         assert_eq!(keyring.signers[0].fingerprint(), vendor.fingerprint());
         assert_eq!(keyring.secret_keys.len(), 1);
         assert_eq!(keyring.secret_keys[0].fingerprint(), device.fingerprint());
+    }
+
+    #[test]
+    fn from_bytes_reads_one_file_as_load_does() {
+        let (vendor, _) = CertBuilder::general_purpose(Some("vendor"))
+            .generate()
+            .unwrap();
+        let (device, _) = CertBuilder::general_purpose(Some("device"))
+            .generate()
+            .unwrap();
+        let mut bytes = Vec::new();
+        vendor.serialize(&mut bytes).unwrap();
+        device.as_tsk().serialize(&mut bytes).unwrap();
+        let keyring = Keyring::from_bytes(Path::new("k.pgp"), &bytes).unwrap();
+        assert_eq!(keyring.signers[0].fingerprint(), vendor.fingerprint());
+        assert_eq!(keyring.secret_keys[0].fingerprint(), device.fingerprint());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.pgp"), &bytes).unwrap();
+        let loaded = Keyring::load(&dir.path().join("k.pgp")).unwrap();
+        assert_eq!(loaded.signers, keyring.signers);
+        assert_eq!(loaded.secret_keys, keyring.secret_keys);
+        for bad in [&b""[..], b"not a key", &bytes[..bytes.len() / 2]] {
+            assert!(Keyring::from_bytes(Path::new("bad.asc"), bad).is_err());
+        }
     }
 
     #[test]

@@ -165,7 +165,11 @@ impl<R> Blocks<R> {
         };
         let pax = (recognized && kind == tar::EntryType::XHeader)
             .then(|| (Vec::with_capacity(size as usize), size as usize));
-        let left = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        let Some(left) = size.checked_next_multiple_of(BLOCK as u64) else {
+            return Err(refuse(format!(
+                "an entry of {size} bytes, more than any archive can hold"
+            )));
+        };
         if left == 0 {
             if let Some((records, _)) = &pax {
                 self.pax_size = pax_size(records);
@@ -285,6 +289,23 @@ mod tests {
         // After the end-of-archive block nothing is parsed.
         let ended = [vec![0; 512], header(tar::EntryType::GNULongName, 1 << 30)].concat();
         assert!(read_all(&ended).is_ok());
+    }
+
+    /// Found by fuzzing (fuzz/ `unpack`): a size whose padding to whole
+    /// blocks overflows u64 (in a header's base-256 field or a PAX `size`
+    /// record) wrapped to no data at all, so this reader lost the headers.
+    #[test]
+    fn refuses_a_size_that_overflows_its_padding() {
+        let huge = header(tar::EntryType::Regular, u64::MAX);
+        let err = read_all(&huge).unwrap_err();
+        assert!(err.get_ref().unwrap().is::<Refused>(), "{err}");
+        let records = b"29 size=18446744073709551615\n";
+        let mut stream = header(tar::EntryType::XHeader, records.len() as u64);
+        stream.extend(records);
+        stream.resize(1024, 0);
+        stream.extend(header(tar::EntryType::Regular, 0));
+        let err = read_all(&stream).unwrap_err();
+        assert!(err.get_ref().unwrap().is::<Refused>(), "{err}");
     }
 
     #[test]

@@ -59,17 +59,31 @@ pub fn starts_encrypted(prefix: &[u8]) -> bool {
 type Parser = Arc<Mutex<Option<PacketParser<'static>>>>;
 
 /// Reads the SEIPD packet's body (the ciphertext) off the parser.
-struct Body(Parser);
+/// After the parser's first error (e.g. the input ends after a partial
+/// body chunk) it returns that error again without reading: sequoia's
+/// parser is not fit to be read after an error (it panics, "body_hash is
+/// None"; found by fuzzing), and buffered readers above retry.
+struct Body {
+    parser: Parser,
+    failed: Option<(io::ErrorKind, String)>,
+}
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.lock() {
+        if let Some((kind, why)) = &self.failed {
+            return Err(io::Error::new(*kind, why.clone()));
+        }
+        let result = match self.parser.lock() {
             Ok(mut parser) => match parser.as_mut() {
                 Some(pp) => pp.read(buf),
                 None => Ok(0),
             },
             Err(_) => Err(io::Error::other("the packet parser was poisoned")),
+        };
+        if let Err(e) = &result {
+            self.failed = Some((e.kind(), e.to_string()));
         }
+        result
     }
 }
 
@@ -269,7 +283,10 @@ where
     let block = algo.block_size()?;
 
     let parser: Parser = Arc::new(Mutex::new(Some(pp)));
-    let ciphertext = io::Cursor::new(prefix).chain(Body(Arc::clone(&parser)));
+    let ciphertext = io::Cursor::new(prefix).chain(Body {
+        parser: Arc::clone(&parser),
+        failed: None,
+    });
     let source = buffered_reader::Generic::with_cookie(ciphertext, None, Cookie::default());
     let mut decryptor = Decryptor::new(
         algo,
