@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The exit codes of docs/design.md. Scripts rely on the numbers. Named
-/// `Exit`, not `ExitCode`, so that it never shadows `std::process::ExitCode`
+/// `Exit`, not `Exit`, so that it never shadows `std::process::ExitCode`
 /// in a main.rs that returns one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
