@@ -97,6 +97,18 @@ fn tree(d: &Device, name: &str, label: &str) -> PathBuf {
 
 impl Device {
     fn package(&self, name: &str, label: &str, security_version: u32) -> PathBuf {
+        self.package_dated(name, label, security_version, None)
+    }
+
+    /// A package whose signatures and manifest are dated `epoch`
+    /// (`SOURCE_DATE_EPOCH`), else now.
+    fn package_dated(
+        &self,
+        name: &str,
+        label: &str,
+        security_version: u32,
+        epoch: Option<u64>,
+    ) -> PathBuf {
         let root = tree(self, name, label);
         let out = self.tmp.path().join(format!("{name}-{label}.fw"));
         let mut cmd = fw("fw-sign");
@@ -114,6 +126,9 @@ impl Device {
         .arg(&self.keys.device_cert)
         .arg(&root)
         .stdout(std::fs::File::create(&out).unwrap());
+        if let Some(epoch) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        }
         assert!(cmd.status().unwrap().success());
         out
     }
@@ -987,8 +1002,17 @@ fn installing_the_same_version_again_is_refused_unless_asked_for() {
     assert!(stderr.contains("--reinstall"), "{stderr}");
     let installed = String::from_utf8(ok(fixate(&["--reinstall"]))).unwrap();
     assert!(installed.trim_end().ends_with("/fw-1"), "{installed}");
-    // Another build of the same tree (another manifest) is no reinstall.
-    exits(d.install(&d.package("fw", "v1", 1)), 0);
+    // Another build of the same tree (another manifest: dated an hour later, so
+    // not the same even when packed within the same second) is no reinstall.
+    let later = unix_now() + 3600;
+    exits(d.install(&d.package_dated("fw", "v1", 1, Some(later))), 0);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]

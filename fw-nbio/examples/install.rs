@@ -62,7 +62,13 @@ fn exit_code(err: &Error) -> u8 {
 }
 
 fn install(args: &Args) -> Result<String, Error> {
-    let tool = |name: &str| P::new(args.bin.join(name)).capture_stderr();
+    // Exit 9: a stage's input ended before it began, because the stage before it
+    // failed; that failure is the one to report.
+    let tool = |name: &str| {
+        P::new(args.bin.join(name))
+            .capture_stderr()
+            .no_input_exit([9])
+    };
     let unseal = tool("fw-unseal").args(["-q", "--keyring", &args.keyring]);
     let unpack =
         tool("fw-unpack").args(["-q", "--keyring", &args.keyring, "--target", &args.target]);

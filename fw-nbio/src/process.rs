@@ -29,6 +29,7 @@ pub struct Process {
     name: Option<String>,
     pub(crate) stderr: Stderr,
     pub(crate) good_exit: Vec<i32>,
+    pub(crate) no_input_exit: Vec<i32>,
     pub(crate) by_line: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) die_with_parent: bool,
@@ -128,6 +129,15 @@ impl Process {
     /// Also accept these exit statuses as success (0 always is); e.g. `grep`'s 1 for "no match".
     pub fn good_exit(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
         self.good_exit.extend(codes);
+        self
+    }
+
+    /// Exit statuses by which it says "my input ended before it began" (fw's exit 9): the
+    /// process before it failed, which is the cause. Such an exit is judged only once every
+    /// earlier process has exited, so that their failure, if any, is the one reported,
+    /// however the two exits are seen in time.
+    pub fn no_input_exit(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
+        self.no_input_exit.extend(codes);
         self
     }
 
@@ -232,6 +242,7 @@ impl From<Command> for Process {
             name: None,
             stderr: Stderr::default(),
             good_exit: Vec::new(),
+            no_input_exit: Vec::new(),
             by_line: false,
             timeout: None,
             die_with_parent: false,
@@ -245,6 +256,7 @@ impl fmt::Debug for Process {
             .field("name", &self.display_name())
             .field("stderr", &self.stderr)
             .field("good_exit", &self.good_exit)
+            .field("no_input_exit", &self.no_input_exit)
             .field("by_line", &self.by_line)
             .field("timeout", &self.timeout)
             .field("die_with_parent", &self.die_with_parent)

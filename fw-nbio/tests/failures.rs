@@ -28,6 +28,29 @@ fn exit_status_is_reported_with_name_and_stderr_tail() {
     );
 }
 
+/// fw's stages exit 9 when their input ended before it began because the stage before
+/// failed. Here the first stage closes its output at once (the second exits 9 at once) and
+/// fails only later: the first is still the failure reported, whichever exit is seen first.
+#[test]
+fn a_no_input_exit_waits_for_the_failure_before_it() {
+    let err = bounded("no input", || {
+        (P::shell("exec >&-; sleep 0.3; exit 4")
+            | P::shell("cat >/dev/null; exit 9").no_input_exit([9]))
+        .run()
+    })
+    .unwrap_err();
+    let failed = err.process().unwrap();
+    assert_eq!((failed.stage, &failed.failure), (0, &Failure::Exit(4)));
+    // Without an earlier failure, the exit is the failure.
+    let err = bounded("no input alone", || {
+        (P::shell("exec >&-; sleep 0.1") | P::shell("cat >/dev/null; exit 9").no_input_exit([9]))
+            .run()
+    })
+    .unwrap_err();
+    let failed = err.process().unwrap();
+    assert_eq!((failed.stage, &failed.failure), (1, &Failure::Exit(9)));
+}
+
 #[test]
 fn killed_by_a_signal() {
     let err = bounded("kill -TERM", || P::shell("kill -TERM $$").run()).unwrap_err();

@@ -22,6 +22,8 @@ pub(super) struct ChildState {
     pidfd: Option<OwnedFd>,
     pub(super) exit: Option<Exit>,
     good_exit: Vec<i32>,
+    /// Exits that say the process before it failed (judged after that one's).
+    no_input_exit: Vec<i32>,
     pub(super) deadline: Option<(Instant, Duration)>,
     /// We killed it: its death is a consequence, not a failure of its own.
     pub(super) killed: bool,
@@ -53,6 +55,7 @@ impl ChildState {
         let Process {
             mut cmd,
             good_exit,
+            no_input_exit,
             timeout,
             die_with_parent,
             ..
@@ -83,6 +86,7 @@ impl ChildState {
             pidfd: sys::pidfd_open(pid),
             exit: None,
             good_exit,
+            no_input_exit,
             deadline: timeout.map(|t| (Instant::now() + t, t)),
             killed: false,
             feeds_a_process,
@@ -152,6 +156,11 @@ impl ChildState {
             (None, Some(sig)) => Some(Failure::Signal(sig)),
             (None, None) => None,
         }
+    }
+
+    /// Its failure says only that its input ended early (see `Process::no_input_exit`).
+    pub(super) fn failed_for_no_input(&self) -> bool {
+        matches!(self.failure(), Some(Failure::Exit(code)) if self.no_input_exit.contains(&code))
     }
 
     pub(super) fn status(&self) -> Option<ExitStatus> {

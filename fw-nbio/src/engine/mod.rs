@@ -49,6 +49,9 @@ pub(crate) struct Engine {
     deadline: Option<(Instant, Duration)>,
     /// The first failure: the one reported, whatever it set off.
     cause: Option<Cause>,
+    /// Processes that exited for want of input while an earlier one still ran: judged
+    /// when every earlier one has exited.
+    deferred: Vec<usize>,
     /// When every process was asked to stop (SIGTERM); SIGKILL follows after TERM_GRACE.
     teardown: Option<Instant>,
     escalated: bool,
@@ -96,6 +99,7 @@ impl Engine {
             killers,
             deadline: timeout.map(|t| (Instant::now() + t, t)),
             cause: None,
+            deferred: Vec::new(),
             teardown: None,
             escalated: false,
             done: false,
@@ -273,9 +277,22 @@ impl Engine {
             }
         }
         // Exits seen in the same round are judged upstream first: an upstream failure
-        // (a truncated stream) is the usual cause of a downstream one.
+        // (a truncated stream) is the usual cause of a downstream one. A process that
+        // says its input never came waits for every earlier one, which may be seen later.
+        let upstream_done =
+            |children: &[ChildState], i: usize| children[..i].iter().all(ChildState::has_exited);
         for i in newly {
-            if let Some(failure) = self.children[i].failure() {
+            if self.children[i].failed_for_no_input() && !upstream_done(&self.children, i) {
+                self.deferred.push(i);
+            } else if let Some(failure) = self.children[i].failure() {
+                self.fail(Cause::Process { child: i, failure });
+            }
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        for i in deferred {
+            if !upstream_done(&self.children, i) {
+                self.deferred.push(i);
+            } else if let Some(failure) = self.children[i].failure() {
                 self.fail(Cause::Process { child: i, failure });
             }
         }
