@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -42,35 +42,41 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let dir_fd = open_dir(dir)?;
     // Unique among processes (pid) and within one (counter); a leftover
     // of the same name from a dead process of the same pid is skipped.
-    let (tmp, file) = loop {
+    loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = format!(".{name}{TMP_MARK}{}-{n}", std::process::id());
-        match openat(
-            dir_fd.as_fd(),
-            tmp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        ) {
-            Ok(fd) => break (tmp, File::from(fd)),
-            Err(nix::errno::Errno::EEXIST) if n < 1000 => continue,
-            Err(e) => return Err(Error::io(path.display(), e.into())),
+        match replace_at(dir_fd.as_fd(), &tmp, name, bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => continue,
+            result => {
+                return result.map_err(|e| Error::io(path.display(), e));
+            }
         }
-    };
-    let mut file = file;
+    }
+}
+
+/// The one way fw replaces a file: `tmp` created in the directory `dir`
+/// with O_CREAT|O_EXCL|O_NOFOLLOW (EEXIST if it is there), written,
+/// fsynced, renamed over `name`, the directory fsynced; `tmp` removed on
+/// failure. [`write`] uses it with a unique temporary name; fw-verify's
+/// record (`.fw/verified` of a tree that may be hostile, opened without
+/// following links) with its fixed one.
+pub fn replace_at(dir: BorrowedFd<'_>, tmp: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let fd = openat(
+        dir,
+        tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    let mut file = File::from(fd);
     let written = file
         .write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(path.display(), e))
-        .and_then(|()| {
-            renameat(dir_fd.as_fd(), tmp.as_str(), dir_fd.as_fd(), name)
-                .map_err(|e| Error::io(path.display(), e.into()))
-        });
+        .and_then(|()| Ok(renameat(dir, tmp, dir, name)?));
     if let Err(e) = written {
-        let _ = unlinkat(dir_fd.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
-    nix::unistd::fsync(dir_fd.as_fd())
-        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e.into()))
+    Ok(nix::unistd::fsync(dir)?)
 }
 
 /// [`write`] for a path: replaces the file `path` names, in its directory.

@@ -9,11 +9,11 @@
 //! anything else is refused (see [`check_fw_dir`]).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
+use nix::fcntl::{openat, OFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -147,17 +147,8 @@ pub fn record(tree: &Path, digest: &str) -> Result<()> {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(failed(e.into())),
     }
-    let fd = openat(
-        &dir,
-        VERIFIED_TMP,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| failed(e.into()))?;
-    File::from(fd)
-        .write_all(content.as_bytes())
-        .map_err(failed)?;
-    renameat(&dir, VERIFIED_TMP, &dir, VERIFIED).map_err(|e| failed(e.into()))
+    crate::atomic::replace_at(dir.as_fd(), VERIFIED_TMP, VERIFIED, content.as_bytes())
+        .map_err(failed)
 }
 
 #[cfg(test)]
