@@ -46,7 +46,10 @@
 //! How failures are reported: the first one, the one that set off the others. A process
 //! killed by `SIGPIPE` because a later process stopped reading is never that cause; the
 //! later process's own exit decides (our own reading never stops early, so a last
-//! process killed by `SIGPIPE` did fail). Then every process group still running gets
+//! process killed by `SIGPIPE` did fail). A process may name the exits by which it says
+//! its input never came ([`Process::no_input_exit`], fw's exit 9): such an exit is judged
+//! only after every process before it has exited, so the failure that caused it is the
+//! one reported. Then every process group still running gets
 //! SIGTERM, and SIGKILL two seconds later if it is still there, and every child is
 //! reaped before the error is returned; the same happens when a [`Running`] is dropped
 //! before its end. [`Pipe::run_unchecked`] returns a failed process as an outcome
