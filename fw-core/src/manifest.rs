@@ -34,6 +34,10 @@ pub const SIGNATURE_PATH: &str = ".fw/manifest.sig";
 /// fw-sign refuses to pack a tree whose manifest would be larger.
 pub const MAX_JSON: u64 = 8 << 20;
 
+/// The largest manifest signature any tool reads into memory (a real one
+/// is a few hundred bytes).
+pub const MAX_SIGNATURE: u64 = 64 << 10;
+
 /// The longest path component a Linux file system holds (NAME_MAX).
 pub const NAME_MAX: usize = 255;
 

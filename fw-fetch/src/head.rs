@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use flate2::Compression;
 
 use fw_core::keyring::Keyring;
-use fw_core::manifest::{self, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
+use fw_core::manifest::{self, Manifest, MANIFEST_PATH, MAX_JSON, MAX_SIGNATURE, SIGNATURE_PATH};
 use fw_core::trust::{self, Signer};
 use fw_core::{Error, Result};
 
@@ -29,8 +29,6 @@ use crate::literal::{self, Framing};
 pub const FIRST: u64 = 16 << 10;
 /// The most head bytes fetched before the first member shows whole.
 const MAX_PREAMBLE: u64 = 4 << 20;
-/// The largest manifest read (as fw-unpack's bound).
-const MAX_JSON: u64 = 8 << 20;
 /// The manifest's members, inflated: the manifest, its signature and
 /// their tar headers.
 const MAX_REGION_TAR: u64 = MAX_JSON + (1 << 20);
@@ -254,7 +252,7 @@ fn fw_entries(tar: &[u8]) -> Option<(String, Vec<u8>, Vec<u8>)> {
         (data.len() as u64 == size).then(|| (name.to_string(), data))
     };
     let (name, json) = take(MANIFEST_PATH, MAX_JSON)?;
-    let (name2, signature) = take(SIGNATURE_PATH, 64 << 10)?;
+    let (name2, signature) = take(SIGNATURE_PATH, MAX_SIGNATURE)?;
     (name == name2).then_some((name, json, signature))
 }
 

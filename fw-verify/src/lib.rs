@@ -37,8 +37,6 @@ use fw_core::{Error, Result};
 pub use fw_core::verified::VERIFIED_PATH;
 /// Where the policy is when `--policy` is not given.
 pub const DEFAULT_POLICY: &str = "/etc/fw/policy.toml";
-/// The largest manifest signature read.
-const MAX_SIGNATURE: u64 = 64 << 10;
 /// How many differences an error lists.
 pub const MAX_LISTED: usize = 20;
 
@@ -190,7 +188,7 @@ pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8
     )?;
     let signature = read(
         "manifest.sig",
-        MAX_SIGNATURE,
+        manifest::MAX_SIGNATURE,
         Error::security(format!(
             "{}: the manifest is not signed (no {SIGNATURE_PATH})",
             path.display()

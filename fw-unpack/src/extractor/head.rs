@@ -11,10 +11,6 @@ use fw_core::{Error, Result};
 use super::{Extractor, CHUNK};
 use crate::stream::stream_error;
 
-/// The largest signature of the manifest read into memory (a real one is
-/// a few hundred bytes).
-const MAX_SIGNATURE: u64 = 64 << 10;
-
 impl Extractor<'_> {
     pub(crate) fn first_entries(
         &mut self,
@@ -27,7 +23,7 @@ impl Extractor<'_> {
         let (want, limit) = if index == 0 {
             (MANIFEST_PATH, manifest::MAX_JSON)
         } else {
-            (SIGNATURE_PATH, MAX_SIGNATURE)
+            (SIGNATURE_PATH, fw_core::manifest::MAX_SIGNATURE)
         };
         if rel != want || header.entry_type() != tar::EntryType::Regular {
             return Err(self.refuse(
