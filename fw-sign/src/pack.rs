@@ -247,22 +247,35 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
 /// bytes of the tree (each file is read twice: hashed here, then packed)
 /// and counts the first pass.
 fn hash_files(entries: &mut [SourceEntry], progress: &ProgressBar) -> Result<u64> {
+    use rayon::prelude::*;
+    fw_core::progress::set_total(progress, 2 * tree_bytes(entries));
+    // On all cores: a root filesystem is mostly small files, each hashed
+    // on one (large ones are hashed on all cores by hash_file_counting).
+    let hashed: Vec<Option<(u64, String)>> = entries
+        .par_iter()
+        .map(|source| {
+            if source.entry.kind != Kind::File || source.entry.hardlink.is_some() {
+                return Ok(None);
+            }
+            manifest::hash_file_counting(&source.abs, |n| progress.inc(n))
+                .map(Some)
+                .map_err(|e| Error::io(source.abs.display(), e))
+        })
+        .collect::<Result<_>>()?;
     let mut by_path: HashMap<String, (u64, String)> = HashMap::new();
     let mut total = 0;
-    fw_core::progress::set_total(progress, 2 * tree_bytes(entries));
-    for source in entries.iter_mut() {
+    for (source, hashed) in entries.iter_mut().zip(hashed) {
         if source.entry.kind != Kind::File {
             continue;
         }
-        let (size, hash) = match &source.entry.hardlink {
-            Some(first) => by_path[first].clone(),
-            None => {
-                let (size, hash) = manifest::hash_file_counting(&source.abs, |n| progress.inc(n))
-                    .map_err(|e| Error::io(source.abs.display(), e))?;
+        let (size, hash) = match (&source.entry.hardlink, hashed) {
+            (Some(first), _) => by_path[first].clone(),
+            (None, Some((size, hash))) => {
                 total += size;
                 by_path.insert(source.rel.clone(), (size, hash.clone()));
                 (size, hash)
             }
+            (None, None) => unreachable!("every file without a hard link was hashed"),
         };
         source.entry.size = Some(size);
         source.entry.blake3 = Some(hash);
