@@ -286,8 +286,15 @@ fn assert_consistent(lab: &Lab, target: &Path, log: &Path, what: &str) -> String
         .collect();
     state.sort();
     for entry in &state {
-        let known =
-            ["lock", "staging", "journal", "security-floor", "failed"].contains(&entry.as_str());
+        let known = [
+            "lock",
+            "staging",
+            "journal",
+            "security-floor",
+            "failed",
+            "inodes",
+        ]
+        .contains(&entry.as_str());
         assert!(known, "{what}: unexpected {entry} in .fw: {state:?}");
     }
     // Nothing in flight: no journal, or a completed install on probation.

@@ -199,6 +199,32 @@ fn a_delta_fetches_only_what_the_device_lacks() {
     }
 }
 
+/// Issue 13.9 by delta: an installed file damaged on the device is not
+/// taken as held: fw-fetch fetches it, the upgrade installs a good copy
+/// and names the damaged one.
+#[test]
+fn a_delta_fetches_a_fresh_copy_of_a_damaged_installed_file() {
+    let d = Device::new(false);
+    let nginx = start_nginx(&d);
+    let damaged = d.target.join("fw/big.bin");
+    damage_in_place(&damaged);
+    nginx.take_log();
+    let out = d.delta(&nginx.url("v2.fw"));
+    let stderr = exits(&out, 0);
+    assert!(
+        stderr.contains("its content differs from its signed manifest")
+            && stderr.contains(&damaged.display().to_string()),
+        "{stderr}"
+    );
+    d.runs(2);
+    let sent = Nginx::bytes_sent(&nginx.take_log(), "v2.fw");
+    assert!(sent > 600_000, "big.bin was fetched: {sent} bytes sent");
+    use std::os::unix::fs::MetadataExt;
+    let old = std::fs::metadata(&damaged).unwrap();
+    let new = std::fs::metadata(d.current().join("big.bin")).unwrap();
+    assert_ne!((old.dev(), old.ino()), (new.dev(), new.ino()));
+}
+
 #[test]
 fn a_fresh_target_gets_every_file_by_range() {
     let d = Device::new(true);

@@ -505,3 +505,145 @@ fn an_upgrade_cut_inside_a_linked_file_is_refused_and_leaves_nothing() {
     ok(s.verify(&v2, &[]));
     assert_eq!(std::fs::read(v2.join("a-changes")).unwrap(), b"version 2\n");
 }
+
+/// The bytes fw-verify said it read ("(N read, ...").
+fn bytes_read(stderr: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text
+        .find(" read, the rest proven")
+        .unwrap_or_else(|| panic!("no count of bytes read: {text}"));
+    let start = text[..at].rfind('(').unwrap() + 1;
+    text[start..at].parse().unwrap()
+}
+
+/// The record of proven inodes (TARGET/.fw/inodes, issue 17): fw-verify
+/// does not read again what fw-unpack wrote and hashed, nor what an
+/// upgrade linked from an installed version, yet a change through the
+/// file system that keeps size and mtime is still found, and --full reads
+/// everything.
+#[test]
+fn verify_reads_only_what_the_record_does_not_prove_and_still_finds_changes() {
+    let s = setup();
+    let tree = s.tmp.path().join("fw");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a-changes"), "version 1\n").unwrap();
+    std::fs::write(tree.join("zz-shared"), noise(3 << 20, 5)).unwrap();
+    let v1 = s.unpack(&s.pack(&tree, &["--version", "1"]));
+    assert!(s.target.join(".fw/inodes").is_file(), "fw-unpack records");
+    let out = s.verify(&v1, &[]);
+    assert_eq!(bytes_read(&out.stderr), 0, "fw-unpack hashed what it wrote");
+    ok(out);
+    let out = s.verify(&v1, &["--full"]);
+    assert_eq!(bytes_read(&out.stderr), (3 << 20) + 10, "--full reads all");
+    ok(out);
+    let installed = s.target.join("fw");
+    std::fs::rename(&v1, &installed).unwrap();
+
+    std::fs::write(tree.join("a-changes"), "version 2\n").unwrap();
+    let v2 = s.unpack(&s.pack(&tree, &["--version", "2"]));
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&v2.join("zz-shared")),
+        ino(&installed.join("zz-shared"))
+    );
+    let out = s.verify(&v2, &[]);
+    assert_eq!(
+        bytes_read(&out.stderr),
+        0,
+        "the link is proven by the record"
+    );
+    ok(out);
+
+    // Changed through the file system, size and mtime put back: the
+    // change time tells, without --full, in both versions sharing it.
+    damage_in_place(&installed.join("zz-shared"));
+    for tree in [&v2, &installed] {
+        let out = s.verify(tree, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            stderr.contains("zz-shared: content differs (BLAKE3)"),
+            "{stderr}"
+        );
+        fails_with(out, 5);
+    }
+    // A record that vouches for the damaged inode is believed only if it
+    // is fw's own: this user's, and nobody else may write it.
+    let m = std::fs::symlink_metadata(installed.join("zz-shared")).unwrap();
+    let btime = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
+    let nanos = |s: i64, ns: i64| s * 1_000_000_000 + ns;
+    let forged = format!(
+        "fw-inodes 1 100\n100 {} {} {} {} {} {} {}\n",
+        m.dev(),
+        m.ino(),
+        m.len(),
+        nanos(m.mtime(), m.mtime_nsec()),
+        nanos(m.ctime(), m.ctime_nsec()),
+        btime,
+        &blake3::hash(&noise(3 << 20, 5)).to_hex()[..32]
+    );
+    let record = s.target.join(".fw/inodes");
+    std::fs::write(&record, &forged).unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o666)).unwrap();
+    fails_with(s.verify(&installed, &[]), 5);
+    // The same lines in fw's own record prove it: that is what the record
+    // is, and why only fw may write it.
+    std::fs::remove_file(&record).unwrap();
+    std::fs::write(&record, &forged).unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(s.verify(&installed, &[]));
+    fails_with(s.verify(&installed, &["--full"]), 5);
+}
+
+/// Issue 13.9: a shared installed file damaged on the device no longer
+/// blocks every later upgrade: fw-unpack finds that it differs from its
+/// manifest, writes a fresh copy from the package instead of linking it,
+/// names every installed version sharing the damaged inode, and fw-fixate
+/// does not link it back.
+#[test]
+fn an_upgrade_heals_a_damaged_shared_file_and_names_who_shares_it() {
+    let s = setup();
+    let tree = s.tmp.path().join("fw");
+    std::fs::create_dir(&tree).unwrap();
+    let shared = noise(1 << 20, 9);
+    std::fs::write(tree.join("zz-shared"), &shared).unwrap();
+    std::fs::write(tree.join("a-changes"), "version 1\n").unwrap();
+    let v1 = install_version(&s.keys, &s.target, &tree, &["--version", "1"]);
+    std::fs::write(tree.join("a-changes"), "version 2\n").unwrap();
+    let v2 = install_version(&s.keys, &s.target, &tree, &["--version", "2"]);
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(&v1.join("zz-shared")), ino(&v2.join("zz-shared")));
+    damage_in_place(&v2.join("zz-shared"));
+
+    std::fs::write(tree.join("a-changes"), "version 3\n").unwrap();
+    let tar_gz = ok(run(
+        fw("fw-unseal").arg("--keyring").arg(&s.keys.keyring),
+        &s.pack(&tree, &["--version", "3"]),
+    ));
+    let out = run(&mut s.unpack_cmd(), &tar_gz);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("its content differs from its signed manifest"),
+        "{stderr}"
+    );
+    for version in [&v1, &v2] {
+        let name = version.join("zz-shared").display().to_string();
+        assert!(stderr.contains(&name), "names {name}: {stderr}");
+    }
+    let v3 = PathBuf::from(String::from_utf8(ok(out)).unwrap().trim_end());
+    assert_ne!(ino(&v3.join("zz-shared")), ino(&v1.join("zz-shared")));
+    assert_eq!(std::fs::read(v3.join("zz-shared")).unwrap(), shared);
+    ok(s.verify(&v3, &[]));
+    let installed = ok(run(
+        fw("fw-fixate").arg("--target").arg(&s.target).arg(&v3),
+        b"",
+    ));
+    let v3 = PathBuf::from(String::from_utf8(installed).unwrap().trim_end());
+    assert_ne!(ino(&v3.join("zz-shared")), ino(&v1.join("zz-shared")));
+    assert_eq!(std::fs::read(v3.join("zz-shared")).unwrap(), shared);
+    ok(s.verify(&v3, &["--full"]));
+    fails_with(s.verify(&v1, &[]), 5);
+}

@@ -61,16 +61,27 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// record (`.fw/verified` of a tree that may be hostile, opened without
 /// following links) with its fixed one.
 pub fn replace_at(dir: BorrowedFd<'_>, tmp: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    replace_at_with(dir, tmp, name, |out| out.write_all(bytes))
+}
+
+/// [`replace_at`] with the content written by `write` (buffered), for a
+/// file too large to build in memory first.
+pub fn replace_at_with(
+    dir: BorrowedFd<'_>,
+    tmp: &str,
+    name: &str,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let fd = openat(
         dir,
         tmp,
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )?;
-    let mut file = File::from(fd);
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, File::from(fd));
+    let written = write(&mut out)
+        .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
+        .and_then(|file| file.sync_all())
         .and_then(|()| Ok(renameat(dir, tmp, dir, name)?));
     if let Err(e) = written {
         let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);

@@ -10,6 +10,7 @@ pub mod floor;
 pub mod framing;
 pub mod http;
 pub mod index;
+pub mod inodes;
 pub mod journal;
 pub mod keyring;
 pub mod lock;

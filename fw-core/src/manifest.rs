@@ -392,13 +392,17 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 
 /// As [`hash_file`], telling `count` the bytes of each chunk hashed (for a
 /// progress bar).
-pub fn hash_file_counting(
-    path: &Path,
+pub fn hash_file_counting(path: &Path, count: impl FnMut(u64)) -> std::io::Result<(u64, String)> {
+    hash_open_file(&mut std::fs::File::open(path)?, count)
+}
+
+/// As [`hash_file_counting`], for a file already open.
+pub fn hash_open_file(
+    file: &mut std::fs::File,
     mut count: impl FnMut(u64),
 ) -> std::io::Result<(u64, String)> {
     const LARGE: u64 = 4 << 20;
     let mut hasher = blake3::Hasher::new();
-    let mut file = std::fs::File::open(path)?;
     let large = file.metadata()?.len() >= LARGE;
     let mut buf = vec![0u8; if large { 1 << 20 } else { 64 << 10 }];
     loop {

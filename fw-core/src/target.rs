@@ -92,11 +92,43 @@ pub fn installed_versions(target: &Path) -> Vec<Installed> {
     versions
 }
 
+/// The security_version of every installed version (as
+/// [`installed_versions`] finds them), read without keeping their entries:
+/// for the anti-rollback floor, which needs nothing else.
+pub fn installed_security_versions(target: &Path) -> Vec<u64> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        security_version: u64,
+    }
+    let Ok(dir) = std::fs::read_dir(target) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|entry| {
+            entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                && !entry.file_name().to_string_lossy().starts_with('.')
+        })
+        .filter_map(|entry| {
+            let json = crate::verified::read_fw_file(
+                &entry.path(),
+                "manifest.json",
+                crate::manifest::MAX_JSON,
+            )
+            .ok()?;
+            // Entries are skipped by the parser, not built.
+            serde_json::from_slice::<Head>(&json)
+                .ok()
+                .map(|head| head.security_version)
+        })
+        .collect()
+}
+
 /// The identity under which files are shared between versions: content,
 /// mode and owner. Modification times are deliberately not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileKey {
-    pub blake3: String,
+    /// The BLAKE3, as bytes: a root filesystem has tens of thousands.
+    pub blake3: [u8; 32],
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -106,7 +138,7 @@ impl FileKey {
     pub fn of(entry: &crate::manifest::Entry) -> Option<FileKey> {
         match (entry.kind, &entry.blake3) {
             (crate::manifest::Kind::File, Some(hash)) => Some(FileKey {
-                blake3: hash.clone(),
+                blake3: *blake3::Hash::from_hex(hash).ok()?.as_bytes(),
                 mode: entry.mode,
                 uid: entry.uid,
                 gid: entry.gid,
@@ -114,44 +146,169 @@ impl FileKey {
             _ => None,
         }
     }
+
+    fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.blake3).to_hex().to_string()
+    }
 }
 
 /// Files of the installed versions by identity, found through their
-/// manifests (installed trees are not hashed again).
+/// manifests, and the target's record of proven inodes
+/// ([`crate::inodes`]): an installed file is shared only while it is
+/// proven to hold what its manifest says, by the record or, failing that,
+/// by hashing it now. One that differs (damaged, or changed on the device)
+/// is reported with every version sharing its inode, and not shared: the
+/// new version gets a fresh copy (or another installed one), so one bad
+/// inode never blocks upgrades.
 #[derive(Debug, Default)]
 pub struct SharedFiles {
+    target: PathBuf,
+    /// The first installed file of each identity (the others are looked
+    /// up only when it is damaged, to keep memory flat).
     files: std::collections::HashMap<FileKey, (PathBuf, u64)>,
+    record: std::sync::Mutex<crate::inodes::Record>,
+    /// Inodes found to differ from their manifests, reported once.
+    damaged: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 impl SharedFiles {
     pub fn of_target(target: &Path) -> SharedFiles {
-        let mut shared = SharedFiles::default();
+        let mut files = std::collections::HashMap::new();
         for version in installed_versions(target) {
             for entry in &version.manifest.entries {
                 if let Some(key) = FileKey::of(entry) {
                     let size = entry.size.unwrap_or(0);
-                    shared
-                        .files
+                    files
                         .entry(key)
                         .or_insert_with(|| (version.dir.join(&entry.path), size));
                 }
             }
         }
-        shared
+        SharedFiles {
+            target: target.to_path_buf(),
+            files,
+            record: std::sync::Mutex::new(crate::inodes::Record::load(target)),
+            damaged: Default::default(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 
-    /// An installed file identical to `entry`, if any. Its size on disk is
-    /// checked too, so that a file truncated or grown by someone else is
-    /// not shared (fw-verify names such edits).
-    pub fn find(&self, entry: &crate::manifest::Entry) -> Option<&Path> {
+    /// The target's record of proven inodes.
+    pub fn record(&self) -> std::sync::MutexGuard<'_, crate::inodes::Record> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An installed file proven identical to `entry`, if any, and its
+    /// metadata (for [`SharedFiles::linked`]).
+    pub fn find(&self, entry: &crate::manifest::Entry) -> Option<(PathBuf, std::fs::Metadata)> {
         let key = FileKey::of(entry)?;
-        let (path, size) = self.files.get(&key)?;
+        let (first, size) = self.files.get(&key)?;
+        if let Some(found) = self.proven(&key, first, *size) {
+            return Some(found);
+        }
+        // The first is missing, changed or damaged: any other installed
+        // copy (rare: read the installed manifests again).
+        installed_versions(&self.target)
+            .into_iter()
+            .flat_map(|version| {
+                version
+                    .manifest
+                    .entries
+                    .into_iter()
+                    .filter(|e| FileKey::of(e).as_ref() == Some(&key))
+                    .map(move |e| (version.dir.join(&e.path), e.size.unwrap_or(0)))
+            })
+            .filter(|(path, _)| path != first)
+            .find_map(|(path, size)| self.proven(&key, &path, size))
+    }
+
+    /// `path` and its metadata if it holds `key`'s content, by the record
+    /// or by hashing it now; a damaged inode is reported (once).
+    fn proven(
+        &self,
+        key: &FileKey,
+        path: &Path,
+        size: u64,
+    ) -> Option<(PathBuf, std::fs::Metadata)> {
+        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(path).ok()?;
-        (meta.is_file() && meta.len() == *size).then_some(path.as_path())
+        let inode = (meta.dev(), meta.ino());
+        if !meta.is_file() || meta.len() != size || self.is_damaged(inode) {
+            return None;
+        }
+        let hex = key.hex();
+        let mut record = self.record();
+        if record.proves(&meta, &hex) {
+            return Some((path.to_path_buf(), meta));
+        }
+        match record.hash_and_record(path, &hex, |_| ()) {
+            // Hashed now: its metadata as recorded.
+            Ok((_, hash)) if hash == hex => std::fs::symlink_metadata(path)
+                .ok()
+                .map(|meta| (path.to_path_buf(), meta)),
+            Ok(_) => {
+                drop(record);
+                self.report_damaged(key, path, inode);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn is_damaged(&self, inode: (u64, u64)) -> bool {
+        self.damaged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&inode)
+    }
+
+    /// Warns once about an installed inode whose content differs from its
+    /// manifest, naming every installed path that shares it.
+    fn report_damaged(&self, key: &FileKey, path: &Path, inode: (u64, u64)) {
+        use std::os::unix::fs::MetadataExt;
+        self.damaged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(inode);
+        let mut sharing: Vec<String> = Vec::new();
+        for version in installed_versions(&self.target) {
+            for entry in &version.manifest.entries {
+                let path = version.dir.join(&entry.path);
+                let same = entry.kind == crate::manifest::Kind::File
+                    && std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == inode);
+                if same {
+                    sharing.push(path.display().to_string());
+                }
+            }
+        }
+        crate::warn!(
+            "{}: its content differs from its signed manifest's BLAKE3 {} (damaged or \
+             changed on the device); not shared: the new version gets a fresh copy; the \
+             installed {} sharing it: {}: check with fw-verify",
+            path.display(),
+            &key.hex()[..16],
+            if sharing.len() == 1 { "path" } else { "paths" },
+            sharing.join(", ")
+        );
+    }
+
+    /// After the caller linked the proven inode `before` describes to a
+    /// new name: the record follows the ctime the link changed.
+    pub fn linked(&self, source: &Path, before: &std::fs::Metadata) {
+        if let Ok(after) = std::fs::symlink_metadata(source) {
+            self.record().relinked(before, &after);
+        }
+    }
+
+    /// Writes the record back; a failure only costs hashing again, so it
+    /// is noted, not returned.
+    pub fn save(&self) {
+        if let Err(e) = self.record().save() {
+            crate::detail!("the record of proven inodes was not saved: {e}");
+        }
     }
 }
 

@@ -634,6 +634,7 @@ fn delta<W: Write + Send + 'static>(
 ) -> Result<(usize, usize, u64)> {
     let manifest = &head.manifest;
     let lack = Lack::of(manifest, base, shared);
+    shared.save();
     // Every range must be where the layout can find it.
     for need in &lack.needs {
         layout.span(need.from, need.to)?;
@@ -841,6 +842,7 @@ fn whole_package<W: Write + Send + 'static>(
         return Ok(summary(&head, client, Way::PassThrough, 0, 0, 0));
     };
     let lack = Lack::of(&head.manifest, base, shared);
+    shared.save();
     let (needs, held, total) = (&lack.needs, lack.held, lack.bytes());
     check_space(cache, total)?;
     let mut data = cache.data()?;

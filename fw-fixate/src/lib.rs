@@ -45,26 +45,41 @@ pub struct Fixated {
 
 /// Replaces staging files by hard links to identical installed files.
 fn share(tree: &Path, manifest: &Manifest, shared: &SharedFiles, out: &mut Fixated) -> Result<()> {
+    // Links each hard-link group of the tree has in the tree.
+    let mut in_tree: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for entry in &manifest.entries {
+        if let Some(first) = &entry.hardlink {
+            *in_tree.entry(first.as_str()).or_insert(1) += 1;
+        }
+    }
     for entry in manifest.entries.iter().filter(|e| e.kind == Kind::File) {
         let path = tree.join(&entry.path);
         let size = entry.size.unwrap_or(0);
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(path.display(), e))?;
+        // More links than the tree makes: fw-unpack linked it from an
+        // installed version already (the common case of an upgrade).
+        let group = entry.hardlink.as_deref().unwrap_or(&entry.path);
+        if meta.nlink() > in_tree.get(group).copied().unwrap_or(1) {
+            out.shared_files += 1;
+            out.shared_bytes += size;
+            continue;
+        }
         let installed = shared.find(entry);
         let already = installed
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_some_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+            .as_ref()
+            .is_some_and(|(_, m)| m.dev() == meta.dev() && m.ino() == meta.ino());
         match installed {
             Some(_) if already => {
                 out.shared_files += 1;
                 out.shared_bytes += size;
             }
-            Some(source) => {
+            Some((source, before)) => {
                 let tmp = path.with_file_name(format!(
                     ".fw-link-{}",
                     path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
                 ));
                 let _ = std::fs::remove_file(&tmp);
-                std::fs::hard_link(source, &tmp)
+                std::fs::hard_link(&source, &tmp)
                     .and_then(|()| std::fs::rename(&tmp, &path))
                     .map_err(|e| {
                         let _ = std::fs::remove_file(&tmp);
@@ -73,6 +88,7 @@ fn share(tree: &Path, manifest: &Manifest, shared: &SharedFiles, out: &mut Fixat
                             e,
                         )
                     })?;
+                shared.linked(&source, &before);
                 out.shared_files += 1;
                 out.shared_bytes += size;
             }
@@ -187,7 +203,9 @@ pub fn fixate(
         refuse_reinstall(&tree, &target, &manifest)?;
     }
     let mut out = Fixated::default();
-    share(&tree, &manifest, &SharedFiles::of_target(&target), &mut out)?;
+    let shared = SharedFiles::of_target(&target);
+    share(&tree, &manifest, &shared, &mut out)?;
+    shared.save();
 
     // Every byte of the new version on disk before it gets its name.
     let dir = std::fs::File::open(&tree).map_err(|e| Error::io(tree.display(), e))?;

@@ -116,7 +116,7 @@ fn extract<R: Read + Send + 'static>(
         cap: max_bytes.saturating_add(METADATA_ALLOWANCE),
     };
     let mut archive = tar::Archive::new(blocks::Blocks::new(capped));
-    let mut x = Extractor::new(work, max_bytes, shared, cleanup, keyring, delta);
+    let mut x = Extractor::new(work, max_bytes, shared, cleanup, keyring);
     let mut count = 0usize;
     // Where the last entry's data (padded) ends in the tar stream.
     let mut entries_end = 0u64;
@@ -203,6 +203,8 @@ fn extract<R: Read + Send + 'static>(
         true => x.signer.take().expect("the manifest's signature verified"),
     };
     x.finish_dirs()?;
+    // Before the tree is printed: fw-verify, next, reads the record.
+    shared.save();
     Ok(Unpacked {
         tree: x.tree.clone(),
         name: x.name.clone(),

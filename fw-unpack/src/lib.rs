@@ -24,8 +24,8 @@
 //! signature covers it and there is no proof, so the signed manifest is
 //! the root of trust. Its signature is verified as above before it is
 //! parsed; every entry's header must match the manifest (type, mode,
-//! owner, size, times, link targets); every file written is hashed as it
-//! is written and must match its BLAKE3 before success; data fw-fetch
+//! owner, size, times, link targets); every file written must match its
+//! BLAKE3 before success (below); data fw-fetch
 //! marked as omitted (fw-gz `FH`) may only be skipped, for a file linked
 //! from an installed version, and reading it is an error. The mode is
 //! chosen by the command line, never by the stream: without `--delta`
@@ -40,6 +40,13 @@
 //! only after the gzip stream ended with valid trailers and nothing but
 //! whole gzip members followed: a stream cut short (as fw-unseal cuts one
 //! that did not verify) never unpacks.
+//!
+//! Every file written is hashed as it is written (with or without
+//! `--delta`) and goes into the target's record of proven inodes
+//! (fw_core::inodes), so that fw-verify does not read it again. A file
+//! an installed version holds is linked instead of written, but only
+//! while that installed inode is proven (by the record, or hashed then):
+//! a damaged one is reported and the package's copy written instead.
 
 pub mod blocks;
 pub mod cli;

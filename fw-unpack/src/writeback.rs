@@ -15,24 +15,26 @@ pub(crate) struct Writeback {
 impl Writeback {
     pub(crate) fn start() -> Writeback {
         let (tx, rx) = std::sync::mpsc::sync_channel::<File>(256);
-        let thread = std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            for file in rx {
-                // SAFETY: a plain syscall on a descriptor we own; no memory
-                // is passed.
-                unsafe {
-                    nix::libc::sync_file_range(
-                        file.as_raw_fd(),
-                        0,
-                        0,
-                        nix::libc::SYNC_FILE_RANGE_WRITE,
-                    );
+        let thread = std::thread::Builder::new()
+            .name("fw-writeback".into())
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                for file in rx {
+                    // SAFETY: a plain syscall on a descriptor we own; no memory
+                    // is passed.
+                    unsafe {
+                        nix::libc::sync_file_range(
+                            file.as_raw_fd(),
+                            0,
+                            0,
+                            nix::libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
                 }
-            }
-        });
+            });
         Writeback {
             files: Some(tx),
-            thread: Some(thread),
+            thread: thread.ok(),
         }
     }
 

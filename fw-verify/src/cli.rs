@@ -14,10 +14,15 @@ use clap::Parser;
 /// compares every entry: type, mode, size, BLAKE3,
 /// symlink target, owner when run as root, and nothing extra (exit 5,
 /// listing up to 20 differences). Modification times are not compared.
-/// On success, records the manifest's BLAKE3 in .fw/verified for
+/// A file's content is proven by reading it, or by the target's record of
+/// proven inodes (TARGET/.fw/inodes, like git's index: device, inode,
+/// size, times, BLAKE3), which says that fw-unpack wrote or fw hashed
+/// that very inode and nothing has changed it since; --full reads every
+/// file. On success, records the manifest's BLAKE3 in .fw/verified for
 /// fw-fixate. On a terminal, a bar shows the bytes hashed of the
-/// manifest's total. Also an integrity check of installed versions:
+/// total to read. Also an integrity check of installed versions:
 ///   fw-verify /opt/firmware/current
+///   fw-verify --full /opt/firmware/current    (reads every byte: an fsck)
 ///
 /// Policy file (TOML, all keys optional):
 ///   allowed_names = ["sample-setup"]   # firmware this device installs
@@ -53,6 +58,11 @@ pub struct Cli {
     /// Refuse the tree (exit 4) unless its manifest's security_version is N.
     #[arg(long, value_name = "N")]
     pub expect_security_version: Option<u64>,
+    /// Read and hash every file, even those the record of proven inodes
+    /// vouches for: finds damage that did not go through the file system
+    /// (bit rot, a write to the raw device).
+    #[arg(long)]
+    pub full: bool,
     #[command(flatten)]
     pub verbosity: fw_core::cli::Verbosity,
     #[command(flatten)]

@@ -9,7 +9,10 @@
 //!    setuid/setgid files and size (exit 4).
 //! 3. The tree must equal the manifest: every entry present with its type,
 //!    mode, size, BLAKE3 and symlink target (owners too when run as root),
-//!    and nothing else (exit 5, naming up to 20 differences).
+//!    and nothing else (exit 5, naming up to 20 differences). A file's
+//!    BLAKE3 is proven by reading it, or by the target's record of proven
+//!    inodes (fw_core::inodes: fw wrote or hashed that very inode and
+//!    nothing changed it since); `--full` reads every file.
 //!    Modification times are not compared: they are not part of a file's
 //!    identity in fw.
 //!
@@ -21,13 +24,13 @@
 
 pub mod cli;
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use fw_core::inodes::{self, Record};
 use fw_core::keyring::Keyring;
 use fw_core::manifest::{self, Entry, Kind, Manifest, MANIFEST_PATH, SIGNATURE_PATH};
 use fw_core::progress::ProgressBar;
@@ -165,6 +168,9 @@ pub struct Verified {
     pub signer: Signer,
     pub files: usize,
     pub bytes: u64,
+    /// Of `bytes`, the ones read: the rest the record of proven inodes
+    /// proved (see [`compare_tree`]).
+    pub read: u64,
 }
 
 /// Reads and authenticates the manifest of the tree at `path`.
@@ -204,9 +210,8 @@ pub fn read_manifest(path: &Path, keyring: &Keyring) -> Result<(Manifest, Vec<u8
 /// installed versions and of its committed floor (fw_core::floor).
 pub fn security_floor(target: &Path) -> Result<u64> {
     let committed = fw_core::floor::read(target)?;
-    Ok(fw_core::target::installed_versions(target)
-        .iter()
-        .map(|v| v.manifest.security_version)
+    Ok(fw_core::target::installed_security_versions(target)
+        .into_iter()
         .fold(committed, u64::max))
 }
 
@@ -224,23 +229,113 @@ fn difference(path: &str, what: impl std::fmt::Display) -> (String, String) {
     (path.to_string(), format!("{path}: {what}"))
 }
 
-/// Compares the tree at `root` with `manifest`; returns the differences,
-/// sorted by path, and the number of files and bytes hashed. `progress`
-/// counts the bytes hashed, of the total of the files to hash.
+/// Compares what the tree has at an entry's path (`meta`) with the
+/// entry: type, mode, owner (if `compare_owners`), size, symlink target.
+/// Returns true if it is a regular file whose content is left to prove.
+fn compare_entry(
+    root: &Path,
+    entry: &Entry,
+    meta: &std::fs::Metadata,
+    compare_owners: bool,
+    diffs: &mut Vec<(String, String)>,
+) -> Result<bool> {
+    let Some(kind) = Kind::of(meta.file_type()) else {
+        diffs.push(difference(&entry.path, "not a file, directory or symlink"));
+        return Ok(false);
+    };
+    if kind != entry.kind {
+        diffs.push(difference(
+            &entry.path,
+            format!(
+                "is a {}, the manifest says {}",
+                kind.as_str(),
+                entry.kind.as_str()
+            ),
+        ));
+        return Ok(false);
+    }
+    let mode = meta.mode() & 0o7777;
+    if kind != Kind::Symlink && mode != entry.mode {
+        diffs.push(difference(
+            &entry.path,
+            format!("mode {mode:o}, the manifest says {:o}", entry.mode),
+        ));
+    }
+    if compare_owners && (meta.uid() != entry.uid || meta.gid() != entry.gid) {
+        diffs.push(difference(
+            &entry.path,
+            format!(
+                "owner {}:{}, the manifest says {}:{}",
+                meta.uid(),
+                meta.gid(),
+                entry.uid,
+                entry.gid
+            ),
+        ));
+    }
+    match kind {
+        Kind::File if Some(meta.len()) != entry.size => {
+            diffs.push(difference(
+                &entry.path,
+                format!(
+                    "size {}, the manifest says {}",
+                    meta.len(),
+                    entry.size.unwrap_or(0)
+                ),
+            ));
+            Ok(false)
+        }
+        Kind::File => Ok(true),
+        Kind::Symlink => {
+            let target = std::fs::read_link(root.join(&entry.path))
+                .map_err(|e| Error::io(entry.path.as_str(), e))?;
+            if target.to_str() != entry.target.as_deref() {
+                diffs.push(difference(
+                    &entry.path,
+                    format!(
+                        "symlink to {:?}, the manifest says {:?}",
+                        target,
+                        entry.target.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            Ok(false)
+        }
+        Kind::Dir => Ok(false),
+    }
+}
+
+/// What [`compare_tree`] found.
+#[derive(Debug, Default)]
+pub struct Compared {
+    /// The differences, sorted by path.
+    pub diffs: Vec<String>,
+    /// Files whose content was proven, and their bytes.
+    pub files: usize,
+    pub bytes: u64,
+    /// Of those bytes, the ones read (the rest the record proved).
+    pub read: u64,
+}
+
+/// Compares the tree at `root` with `manifest`. File content is proven by
+/// `record` (fw_core::inodes: an inode proven before and unchanged since)
+/// or else read and hashed, and then recorded; with `full`, every file is
+/// read. `progress` counts the bytes hashed, of the total to hash.
 pub fn compare_tree(
     root: &Path,
     manifest: &Manifest,
     compare_owners: bool,
+    record: &mut Record,
+    full: bool,
     progress: &ProgressBar,
-) -> Result<(Vec<String>, usize, u64)> {
-    let listed: HashMap<&str, &Entry> = manifest
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), e))
-        .collect();
-    let mut found: HashMap<String, std::fs::Metadata> = HashMap::new();
+) -> Result<Compared> {
     let mut diffs: Vec<(String, String)> = Vec::new();
-
+    let mut out = Compared::default();
+    // Each entry is checked as the walk finds it: no second copy of the
+    // tree's metadata in memory (tens of thousands of entries).
+    let mut seen = vec![false; manifest.entries.len()];
+    let mut to_read: Vec<&Entry> = Vec::new();
+    let empty = blake3::hash(b"").to_hex();
     let walker = walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
@@ -254,9 +349,9 @@ pub fn compare_tree(
             Error::failed(format!("{at}: cannot read the tree: {e}"))
         })?;
         let rel = match item.path().strip_prefix(root) {
-            Ok(p) if p.as_os_str().is_empty() => ".".to_string(),
+            Ok(p) if p.as_os_str().is_empty() => ".",
             Ok(p) => match p.to_str() {
-                Some(s) => s.to_string(),
+                Some(s) => s,
                 None => {
                     diffs.push(difference(
                         &p.to_string_lossy(),
@@ -267,119 +362,69 @@ pub fn compare_tree(
             },
             Err(_) => continue,
         };
+        let Some(index) = manifest.position(rel) else {
+            diffs.push(difference(rel, "extra entry (not in the manifest)"));
+            continue;
+        };
+        seen[index] = true;
+        let entry = &manifest.entries[index];
         let meta = std::fs::symlink_metadata(item.path())
             .map_err(|e| Error::io(item.path().display(), e))?;
-        found.insert(rel, meta);
+        if !compare_entry(root, entry, &meta, compare_owners, &mut diffs)? {
+            continue;
+        }
+        // Content: an empty file is proven by its size (compared above),
+        // an unchanged inode by the record; the rest is read below.
+        let proven = !full
+            && entry.blake3.as_deref().is_some_and(|hash| {
+                (entry.size == Some(0) && hash == empty.as_str()) || record.proves(&meta, hash)
+            });
+        if proven {
+            out.files += 1;
+            out.bytes += entry.size.unwrap_or(0);
+        } else {
+            to_read.push(entry);
+        }
     }
-
-    let mut to_hash: Vec<&Entry> = Vec::new();
-    for entry in &manifest.entries {
-        let Some(meta) = found.get(&entry.path) else {
+    for (entry, seen) in manifest.entries.iter().zip(&seen) {
+        if !seen {
             diffs.push(difference(&entry.path, "missing"));
-            continue;
-        };
-        let Some(kind) = Kind::of(meta.file_type()) else {
-            diffs.push(difference(&entry.path, "not a file, directory or symlink"));
-            continue;
-        };
-        if kind != entry.kind {
-            diffs.push(difference(
-                &entry.path,
-                format!(
-                    "is a {}, the manifest says {}",
-                    kind.as_str(),
-                    entry.kind.as_str()
-                ),
-            ));
-            continue;
-        }
-        let mode = meta.mode() & 0o7777;
-        if kind != Kind::Symlink && mode != entry.mode {
-            diffs.push(difference(
-                &entry.path,
-                format!("mode {mode:o}, the manifest says {:o}", entry.mode),
-            ));
-        }
-        if compare_owners && (meta.uid() != entry.uid || meta.gid() != entry.gid) {
-            diffs.push(difference(
-                &entry.path,
-                format!(
-                    "owner {}:{}, the manifest says {}:{}",
-                    meta.uid(),
-                    meta.gid(),
-                    entry.uid,
-                    entry.gid
-                ),
-            ));
-        }
-        match kind {
-            Kind::File => {
-                if Some(meta.len()) != entry.size {
-                    diffs.push(difference(
-                        &entry.path,
-                        format!(
-                            "size {}, the manifest says {}",
-                            meta.len(),
-                            entry.size.unwrap_or(0)
-                        ),
-                    ));
-                } else {
-                    to_hash.push(entry);
-                }
-            }
-            Kind::Symlink => {
-                let target = std::fs::read_link(root.join(&entry.path))
-                    .map_err(|e| Error::io(entry.path.as_str(), e))?;
-                if target.to_str() != entry.target.as_deref() {
-                    diffs.push(difference(
-                        &entry.path,
-                        format!(
-                            "symlink to {:?}, the manifest says {:?}",
-                            target,
-                            entry.target.as_deref().unwrap_or_default()
-                        ),
-                    ));
-                }
-            }
-            Kind::Dir => {}
-        }
-    }
-    for rel in found.keys() {
-        if !listed.contains_key(rel.as_str()) {
-            diffs.push(difference(rel, "extra entry (not in the manifest)"));
         }
     }
 
     // Hash on all cores: small files in parallel, large ones each on all.
-    fw_core::progress::set_total(progress, to_hash.iter().filter_map(|e| e.size).sum());
-    let hashed: Vec<(&Entry, std::io::Result<(u64, String)>)> = to_hash
+    fw_core::progress::set_total(progress, to_read.iter().filter_map(|e| e.size).sum());
+    // Each result kept small: tens of thousands may wait here.
+    type Checked = (u64, bool, Option<inodes::Proof>);
+    let hashed: Vec<(&Entry, std::io::Result<Checked>)> = to_read
         .par_iter()
         .map(|entry| {
             let path = root.join(&entry.path);
-            (
-                *entry,
-                manifest::hash_file_counting(&path, |n| progress.inc(n)),
-            )
+            let checked = inodes::hash(&path, |n| progress.inc(n)).map(|hashed| {
+                let same = Some(hashed.blake3.as_str()) == entry.blake3.as_deref();
+                (hashed.size, same, hashed.proof().filter(|_| same))
+            });
+            (*entry, checked)
         })
         .collect();
-    let mut bytes = 0;
-    for (entry, result) in &hashed {
+    for (entry, result) in hashed {
         match result {
-            Ok((size, hash)) => {
-                bytes += size;
-                if Some(hash.as_str()) != entry.blake3.as_deref() {
+            Ok((size, same, proof)) => {
+                out.files += 1;
+                out.bytes += size;
+                out.read += size;
+                if !same {
                     diffs.push(difference(&entry.path, "content differs (BLAKE3)"));
+                } else if let Some(proof) = proof {
+                    record.insert_proof(proof);
                 }
             }
             Err(e) => diffs.push(difference(&entry.path, format!("cannot read: {e}"))),
         }
     }
     diffs.sort();
-    Ok((
-        diffs.into_iter().map(|(_, d)| d).collect(),
-        hashed.len(),
-        bytes,
-    ))
+    out.diffs = diffs.into_iter().map(|(_, d)| d).collect();
+    Ok(out)
 }
 
 /// The whole check of one tree: signature, what is expected, the floor,
@@ -397,17 +442,20 @@ pub fn verify(
         target,
         policy,
         expected,
+        false,
         &ProgressBar::hidden(),
     )
 }
 
-/// As [`verify`], counting the bytes hashed into `progress`.
+/// As [`verify`], counting the bytes hashed into `progress`; with `full`,
+/// reading every file (the record of proven inodes ignored).
 pub fn verify_with_progress(
     path: &Path,
     keyring: &Keyring,
     target: &Path,
     policy: &Policy,
     expected: &Expected,
+    full: bool,
     progress: &ProgressBar,
 ) -> Result<Verified> {
     // `current` and friends are links to the version: check what they name.
@@ -419,6 +467,10 @@ pub fn verify_with_progress(
     // and nothing there may lead a write elsewhere.
     fw_core::verified::check_fw_dir(path)?;
     let (manifest, json, signer) = read_manifest(path, keyring)?;
+    // The bytes are not needed past their digest (up to 8 MiB held for
+    // nothing while the tree is walked).
+    let digest = Manifest::digest(&json);
+    drop(json);
     expected.check(&manifest)?;
     if !is_installed_version(path, target) {
         let floor = security_floor(target)?;
@@ -433,7 +485,12 @@ pub fn verify_with_progress(
     policy.check(&manifest)?;
 
     let as_root = nix::unistd::geteuid().is_root();
-    let (diffs, files, bytes) = compare_tree(path, &manifest, as_root, progress)?;
+    let mut record = Record::load(target);
+    let compared = compare_tree(path, &manifest, as_root, &mut record, full, progress)?;
+    if let Err(e) = record.save() {
+        fw_core::detail!("the record of proven inodes was not saved: {e}");
+    }
+    let diffs = compared.diffs;
     if !diffs.is_empty() {
         for diff in diffs.iter().take(MAX_LISTED) {
             fw_core::warn!("{}: {diff}", path.display());
@@ -453,14 +510,14 @@ pub fn verify_with_progress(
         )));
     }
 
-    let digest = Manifest::digest(&json);
     fw_core::verified::record(path, &digest)?;
     Ok(Verified {
         manifest,
         digest,
         signer,
-        files,
-        bytes,
+        files: compared.files,
+        bytes: compared.bytes,
+        read: compared.read,
     })
 }
 
@@ -577,7 +634,16 @@ mod tests {
             file("mode", 0o644, b"m"),
             file("same", 0o644, b"same"),
         ]);
-        let (diffs, _, _) = compare_tree(root, &m, false, &ProgressBar::hidden()).unwrap();
+        let diffs = compare_tree(
+            root,
+            &m,
+            false,
+            &mut Record::none(),
+            false,
+            &ProgressBar::hidden(),
+        )
+        .unwrap()
+        .diffs;
         assert_eq!(diffs.len(), 4, "{diffs:?}");
         assert!(
             diffs[0].starts_with("changed: content differs"),

@@ -24,8 +24,9 @@ fn run(cli: Cli) -> Result<()> {
         security_version: cli.expect_security_version,
     };
     let bar = cli.progress.bar("fw-verify", None);
-    let verified =
-        fw_verify::verify_with_progress(&path, &keyring, &target, &policy, &expected, &bar);
+    let verified = fw_verify::verify_with_progress(
+        &path, &keyring, &target, &policy, &expected, cli.full, &bar,
+    );
     fw_core::progress::finish(&bar);
     let verified = verified?;
     event!(Info, "verified", {
@@ -35,13 +36,16 @@ fn run(cli: Cli) -> Result<()> {
         "path": path.to_string_lossy(),
         "files": verified.files,
         "bytes": verified.bytes,
+        "bytes_read": verified.read,
         "signer": &verified.signer.cert,
     },
-        "{} {} verified: {} files, {} bytes, signed by {}",
+        "{} {} verified: {} files, {} bytes ({} read, the rest proven by the record of \
+         proven inodes), signed by {}",
         verified.manifest.name,
         verified.manifest.version,
         verified.files,
         verified.bytes,
+        verified.read,
         verified.signer
     );
     fw_core::cli::print_path(&path)?;

@@ -500,3 +500,26 @@ pub fn peak_of(report: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("no peak in GNU time's report: {text:?}"))
 }
+
+/// Flips one byte of `path` in place and puts its mtime back: the same
+/// size and mtime, other content (what rsync's quick check misses).
+pub fn damage_in_place(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let mut data = std::fs::read(path).unwrap();
+    data[100] ^= 1;
+    std::fs::write(path, &data).unwrap();
+    let status = Command::new("touch")
+        .arg("-m")
+        .arg("-d")
+        .arg(format!("@{}.{:09}", meta.mtime(), meta.mtime_nsec()))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec(), after.ino()),
+        (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino())
+    );
+}

@@ -60,16 +60,18 @@ impl Extractor<'_> {
         let path = self.tree.join(rel);
         if index == 0 {
             // Straight to its file: the manifest is not held in memory.
-            let file = self.write_file(&display, &path, entry, size, None)?;
-            return self.finish_file(file, &path, header, 0o644);
+            let create = self.create_mode(header, 0o644);
+            let file = self.write_file(&display, &path, entry, size, None, create)?;
+            return self.finish_file(file, &path, header, 0o644, None);
         }
         let mut signature = Vec::with_capacity(size as usize);
         entry
             .take(size)
             .read_to_end(&mut signature)
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
-        let file = self.write_file(&display, &path, &mut &signature[..], size, None)?;
-        self.finish_file(file, &path, header, 0o644)?;
+        let create = self.create_mode(header, 0o644);
+        let file = self.write_file(&display, &path, &mut &signature[..], size, None, create)?;
+        self.finish_file(file, &path, header, 0o644, None)?;
 
         // Only JSON the vendor signed is parsed.
         let json_path = self.tree.join(MANIFEST_PATH);

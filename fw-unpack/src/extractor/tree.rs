@@ -71,30 +71,26 @@ impl Extractor<'_> {
         if rel == "." && kind != Kind::Dir {
             return Err(self.refuse(&display, "the top-level entry must be a directory"));
         }
-        // Never write through a link: every ancestor, from the top down,
-        // must be a directory this run made.
+        // Never write through a link: the parent must be a directory this
+        // run made (and so, by induction, every ancestor: a directory is
+        // made only inside one this run made).
         if rel != "." {
-            let parts: Vec<&str> = rel.split('/').collect();
-            for depth in 1..parts.len() {
-                let ancestor = parts[..depth].join("/");
-                match self.created_at(&ancestor) {
-                    Some(Kind::Dir) => {}
-                    Some(_) => {
-                        return Err(self.refuse(
-                            &display,
-                            format!(
-                                "it would be written through the symlink or file {top}/{ancestor}"
-                            ),
-                        ))
-                    }
-                    None => {
-                        return Err(self.refuse(
-                            &display,
-                            format!(
-                            "its directory {top}/{ancestor} does not come before it in the archive"
+            let parent = rel.rsplit_once('/').map_or(".", |(parent, _)| parent);
+            match self.created_at(parent) {
+                Some(Kind::Dir) => {}
+                Some(_) => {
+                    return Err(self.refuse(
+                        &display,
+                        format!("it would be written through the symlink or file {top}/{parent}"),
+                    ))
+                }
+                None => {
+                    return Err(self.refuse(
+                        &display,
+                        format!(
+                            "its directory {top}/{parent} does not come before it in the archive"
                         ),
-                        ))
-                    }
+                    ))
                 }
             }
         }
@@ -149,14 +145,24 @@ impl Extractor<'_> {
         if let Some(why) = header_mismatch(&header, listed, link_target.as_deref()) {
             return Err(self.refuse(&display, why));
         }
-        // With --delta, written content is proven against the manifest.
-        let blake3 = listed.blake3.clone().filter(|_| self.delta);
+        // Written content is hashed against the manifest: with --delta
+        // that is its only proof; either way it goes into the record of
+        // proven inodes, so that fw-verify does not read it again.
+        let blake3 = listed.blake3.clone();
         let path = self.tree.join(rel);
         match etype {
             tar::EntryType::Directory => {
+                // Made with its final mode and owner when that leaves it
+                // writable here; else 0700 until finish_dirs.
+                let made_final =
+                    rel != "." && mode & 0o700 == 0o700 && self.created_final(&header, mode);
                 if rel != "." {
+                    use std::os::unix::fs::DirBuilderExt;
                     let _lock = self.cleanup.lock();
-                    std::fs::create_dir(&path).map_err(|e| self.io(&path, e))?;
+                    std::fs::DirBuilder::new()
+                        .mode(if made_final { mode } else { 0o700 })
+                        .create(&path)
+                        .map_err(|e| self.io(&path, e))?;
                 }
                 let (uid, gid) = owner(&header);
                 self.dirs.push(PendingDir {
@@ -165,6 +171,7 @@ impl Extractor<'_> {
                     uid: uid as u64,
                     gid: gid as u64,
                     mtime: header.mtime().unwrap_or(0),
+                    made_final,
                 });
             }
             tar::EntryType::Symlink => {
@@ -182,7 +189,7 @@ impl Extractor<'_> {
                 }
                 let _lock = self.cleanup.lock();
                 std::os::unix::fs::symlink(&target, &path).map_err(|e| self.io(&path, e))?;
-                if self.as_root {
+                if self.as_root && owner(&header) != self.creator {
                     let (uid, gid) = owner(&header);
                     std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
                         .map_err(|e| self.io(&path, e))?;
@@ -200,20 +207,25 @@ impl Extractor<'_> {
             tar::EntryType::Link => {
                 let target_rel = link_target.expect("checked above");
                 let _lock = self.cleanup.lock();
+                let first = self.tree.join(&target_rel);
+                let before = std::fs::symlink_metadata(&first).map_err(|e| self.io(&first, e))?;
                 // linkat without AT_SYMLINK_FOLLOW: the target is the file itself.
-                std::fs::hard_link(self.tree.join(&target_rel), &path)
-                    .map_err(|e| self.io(&path, e))?;
+                std::fs::hard_link(&first, &path).map_err(|e| self.io(&path, e))?;
+                // The link moved the inode's ctime: so does its record.
+                self.shared.linked(&first, &before);
             }
             _ => {
                 let size = header.entry_size().unwrap_or(u64::MAX);
                 if Some(size) != listed.size {
                     return Err(self.refuse(&display, "its size differs from the manifest's"));
                 }
-                if let Some(installed) = self.shared.find(listed) {
-                    self.link_installed(installed, &path, size)?;
+                if let Some((installed, before)) = self.shared.find(listed) {
+                    self.link_installed(&installed, &before, &path, size)?;
                 } else {
-                    let file = self.write_file(&display, &path, entry, size, blake3.as_deref())?;
-                    self.finish_file(file, &path, &header, mode)?;
+                    let create = self.create_mode(&header, mode);
+                    let file =
+                        self.write_file(&display, &path, entry, size, blake3.as_deref(), create)?;
+                    self.finish_file(file, &path, &header, mode, blake3.as_deref())?;
                 }
             }
         }
