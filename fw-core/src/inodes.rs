@@ -135,12 +135,11 @@ pub struct Record {
 
 /// The first 128 bits of a BLAKE3 given in hex (64 digits; 32 are read).
 fn parse_hash(hex: &str) -> Option<[u8; 16]> {
-    if hex.len() < 32 || !hex.is_char_boundary(32) {
-        return None;
-    }
+    let digits = hex.as_bytes().get(..32)?;
+    let value = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
     let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        *byte = value(pair[0])? << 4 | value(pair[1])?;
     }
     Some(out)
 }
@@ -500,6 +499,19 @@ mod tests {
 
     fn filetime_of(meta: &Metadata) -> nix::sys::time::TimeSpec {
         nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec())
+    }
+
+    #[test]
+    fn hashes_parse_as_hex_only() {
+        let hex = hash(b"x");
+        assert_eq!(
+            parse_hash(&hex).unwrap(),
+            blake3::hash(b"x").as_bytes()[..16]
+        );
+        assert!(parse_hash("é").is_none());
+        assert!(parse_hash(&"é".repeat(20)).is_none(), "no panic on UTF-8");
+        assert!(parse_hash(&"g".repeat(32)).is_none());
+        assert!(parse_hash(&hex[..31]).is_none());
     }
 
     #[test]
