@@ -144,10 +144,12 @@ fn parse_hash(hex: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The clock file times are taken from, at its own (coarse) resolution.
+/// The clock file times are taken from, at its own (coarse) resolution;
+/// if it cannot be read, the earliest time, so that nothing hashed is
+/// taken for unchanged since.
 fn coarse_now() -> (i64, i64) {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE)
-        .map_or((i64::MAX, 0), |t| (t.tv_sec(), t.tv_nsec()))
+        .map_or((i64::MIN, 0), |t| (t.tv_sec(), t.tv_nsec()))
 }
 
 /// Opens `dir` without following a symlink if it is this user's and

@@ -169,6 +169,9 @@ pub struct SharedFiles {
     record: std::sync::Mutex<crate::inodes::Record>,
     /// Inodes found to differ from their manifests, reported once.
     damaged: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
+    /// The installed versions whole, read once if a first copy is not
+    /// proven (to find another copy, or who shares a damaged one).
+    versions: std::sync::OnceLock<Vec<Installed>>,
 }
 
 impl SharedFiles {
@@ -189,6 +192,7 @@ impl SharedFiles {
             files,
             record: std::sync::Mutex::new(crate::inodes::Record::load(target)),
             damaged: Default::default(),
+            versions: Default::default(),
         }
     }
 
@@ -210,19 +214,24 @@ impl SharedFiles {
             return Some(found);
         }
         // The first is missing, changed or damaged: any other installed
-        // copy (rare: read the installed manifests again).
-        installed_versions(&self.target)
-            .into_iter()
+        // copy (rare: the installed manifests are read again, once).
+        self.versions()
+            .iter()
             .flat_map(|version| {
                 version
                     .manifest
                     .entries
-                    .into_iter()
+                    .iter()
                     .filter(|e| FileKey::of(e).as_ref() == Some(&key))
                     .map(move |e| (version.dir.join(&e.path), e.size.unwrap_or(0)))
             })
             .filter(|(path, _)| path != first)
             .find_map(|(path, size)| self.proven(&key, &path, size))
+    }
+
+    fn versions(&self) -> &[Installed] {
+        self.versions
+            .get_or_init(|| installed_versions(&self.target))
     }
 
     /// `path` and its metadata if it holds `key`'s content, by the record
@@ -274,7 +283,7 @@ impl SharedFiles {
             .unwrap_or_else(|e| e.into_inner())
             .insert(inode);
         let mut sharing: Vec<String> = Vec::new();
-        for version in installed_versions(&self.target) {
+        for version in self.versions() {
             for entry in &version.manifest.entries {
                 let path = version.dir.join(&entry.path);
                 let same = entry.kind == crate::manifest::Kind::File
