@@ -669,3 +669,44 @@ fn a_delta_fetches_only_the_manifest_chunks_no_installed_manifest_has() {
         "{sent} bytes sent, the manifest is {manifest}"
     );
 }
+
+/// Issue 13.4 by delta: fw-fetch synthesises the headers of what it does
+/// not download from the signed manifest, extended attributes included;
+/// an installed file with the same content but other attributes is not
+/// held, so it is fetched.
+#[test]
+fn a_delta_restores_extended_attributes_and_fetches_a_file_whose_attributes_differ() {
+    let d = Device::new(false);
+    let nginx = start_nginx(&d);
+    let tree = tree(&d.tmp.path().join("x"), 2);
+    xattr::set(tree.join("big.bin"), "user.fw.level", b"3").unwrap();
+    xattr::set(tree.join("etc"), "user.fw.dir", b"").unwrap();
+    d.pack(&tree, "v3.fw", false, &["--version", "3"]);
+    nginx.take_log();
+    let out = d.delta(&nginx.url("v3.fw"));
+    let stderr = exits(&out, 0);
+    assert!(!stderr.contains("error"), "{stderr}");
+    let current = d.current();
+    assert_eq!(
+        xattr::get(current.join("big.bin"), "user.fw.level")
+            .unwrap()
+            .as_deref(),
+        Some(&b"3"[..])
+    );
+    assert_eq!(
+        xattr::get(current.join("etc"), "user.fw.dir")
+            .unwrap()
+            .as_deref(),
+        Some(&b""[..])
+    );
+    let sent = Nginx::bytes_sent(&nginx.take_log(), "v3.fw");
+    assert!(sent > 600_000, "big.bin was fetched: {sent} bytes sent");
+    use std::os::unix::fs::MetadataExt;
+    let old = std::fs::metadata(d.target.join("fw/big.bin")).unwrap();
+    let new = std::fs::metadata(current.join("big.bin")).unwrap();
+    assert_ne!((old.dev(), old.ino()), (new.dev(), new.ino()));
+    assert!(xattr::list(d.target.join("fw/big.bin"))
+        .unwrap()
+        .next()
+        .is_none());
+}

@@ -2286,3 +2286,98 @@ fn refuses_oversized_extension_headers() {
         base.variant(&[], vec![sparse])
     });
 }
+
+/// Issue 13.4: an entry's extended attributes in the archive (PAX
+/// `SCHILY.xattr.*` records) must be exactly the signed manifest's: a
+/// capability the manifest does not list, a changed or a missing one is
+/// refused, and a manifest cannot list them outside format 3 or list
+/// `security.selinux`.
+#[test]
+fn refuses_extended_attributes_that_differ_from_the_manifest() {
+    let base = base();
+    let package = |format: u32, listed: Option<Value>, archived: &[(&'static str, &[u8])]| {
+        let mut m = base.manifest.clone();
+        m["format"] = json!(format);
+        let mut e = base.m_file("zx");
+        e.as_object_mut().unwrap().remove("gz");
+        if let Some(listed) = listed {
+            e["xattrs"] = listed;
+        }
+        let json = {
+            let mut m = m;
+            m["entries"].as_array_mut().unwrap().push(e.clone());
+            serde_json::to_vec_pretty(&m).unwrap()
+        };
+        let mut ent = Ent::file(format!("{NAME}/zx"), base.app());
+        ent.mtime = e["mtime"].as_u64().unwrap_or(MTIME);
+        for (key, value) in archived {
+            ent = ent.pax(key, value);
+        }
+        let mut all = vec![base.manifest_with_json(&json), base.sig_of(&json)];
+        all.extend(base.tree_plus(vec![ent]));
+        gz(&tar_bytes(&all))
+    };
+    let hi = || Some(json!({"user.fw": "6869"}));
+    let cap: &[u8] = &[
+        1, 0, 0, 2, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a capability the manifest does not list",
+            package(3, None, &[("SCHILY.xattr.security.capability", cap)]),
+        ),
+        (
+            "an attribute with another value",
+            package(3, hi(), &[("SCHILY.xattr.user.fw", b"ho")]),
+        ),
+        (
+            "an attribute missing from the archive",
+            package(3, hi(), &[]),
+        ),
+        (
+            "an attribute more in the archive",
+            package(
+                3,
+                hi(),
+                &[
+                    ("SCHILY.xattr.user.fw", b"hi"),
+                    ("SCHILY.xattr.user.x", b""),
+                ],
+            ),
+        ),
+        (
+            "attributes in a format 2 manifest",
+            package(2, hi(), &[("SCHILY.xattr.user.fw", b"hi")]),
+        ),
+        (
+            "security.selinux in the manifest",
+            package(
+                3,
+                Some(json!({"security.selinux": "00"})),
+                &[("SCHILY.xattr.security.selinux", b"\0")],
+            ),
+        ),
+        (
+            "a value that is not hex",
+            package(3, Some(json!({"user.fw": "hi"})), &[]),
+        ),
+    ];
+    for (case, input) in cases {
+        let stderr = expect_refused(case, &[], 5, &["zx"], |_| input);
+        assert!(stderr.contains("extended attribute"), "{case}: {stderr}");
+    }
+    // As listed: unpacked, with the attribute.
+    let ctx = Ctx::new();
+    let out = ctx.unpack(&[], &package(3, hi(), &[("SCHILY.xattr.user.fw", b"hi")]));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zx = PathBuf::from(stdout.trim_end()).join("zx");
+    assert_eq!(
+        xattr::get(&zx, "user.fw").unwrap().as_deref(),
+        Some(&b"hi"[..])
+    );
+}

@@ -4,7 +4,9 @@
 //! write the same bytes.
 //!
 //! Entries are GNU tar headers (long names as GNU `L`/`K` entries, as the
-//! tar crate writes them) under the top-level directory NAME. The data of
+//! tar crate writes them) under the top-level directory NAME; an entry with
+//! extended attributes has a PAX header of `SCHILY.xattr.NAME` records
+//! before it. The data of
 //! a file follows its header; fw-sign cuts gzip members around it (see
 //! fw-gz), so the header and the padding after the data are written apart
 //! from the data: [`append_header`] writes the header(s) only and
@@ -98,6 +100,11 @@ fn append_header<W: Write>(tar: &mut tar::Builder<W>, name: &str, entry: &Entry)
     let full = archive_path(name, &entry.path);
     let mtime = entry.mtime.unwrap_or(0);
     let (mode, uid, gid) = (entry.mode, entry.uid, entry.gid);
+    if let Some(xattrs) = &entry.xattrs {
+        // A PAX header of `SCHILY.xattr.NAME` records before the entry.
+        let records = crate::xattrs::pax_records(xattrs);
+        tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+    }
     match (entry.kind, &entry.hardlink) {
         (Kind::Dir, _) => {
             let mut h = header(tar::EntryType::Directory, mode, uid, gid, mtime, 0);

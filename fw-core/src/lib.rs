@@ -24,6 +24,7 @@ pub mod stdio;
 pub mod target;
 pub mod trust;
 pub mod verified;
+pub mod xattrs;
 
 pub use error::{Error, Exit, Result};
 

@@ -41,8 +41,13 @@ pub const MAX_SIGNATURE: u64 = 64 << 10;
 /// The longest path component a Linux file system holds (NAME_MAX).
 pub const NAME_MAX: usize = 255;
 
-/// The manifest's format version that fw-sign writes.
+/// The manifest's format version that fw-sign writes for a tree without
+/// extended attributes.
 pub const FORMAT: u32 = 2;
+/// The format fw-sign writes for a tree with extended attributes (format
+/// 2 and entries' `xattrs`): an fw that cannot restore them refuses the
+/// manifest by its format, with "upgrade fw".
+pub const FORMAT_XATTRS: u32 = 3;
 /// The oldest format still read (no `mtime`, no `gz`).
 pub const OLDEST_FORMAT: u32 = 1;
 
@@ -142,6 +147,11 @@ pub struct Entry {
     /// adds them up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gz: Option<[u64; 2]>,
+    /// Files and directories (format 3): extended attributes, name →
+    /// value in lowercase hex (see [`crate::xattrs`]); a hard link lists
+    /// its inode's, as its first file does. Boxed: most entries have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<Box<crate::xattrs::Xattrs>>,
 }
 
 impl Manifest {
@@ -197,10 +207,10 @@ impl Manifest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !(OLDEST_FORMAT..=FORMAT).contains(&self.format) {
+        if !(OLDEST_FORMAT..=FORMAT_XATTRS).contains(&self.format) {
             return Err(Error::invalid(format!(
-                "{MANIFEST_PATH} has format {}, this fw reads formats {OLDEST_FORMAT} to {FORMAT}: \
-                 upgrade fw",
+                "{MANIFEST_PATH} has format {}, this fw reads formats {OLDEST_FORMAT} to \
+                 {FORMAT_XATTRS}: upgrade fw",
                 self.format
             )));
         }
@@ -246,6 +256,24 @@ impl Manifest {
                 Kind::Dir => entry.size.is_none() && entry.target.is_none(),
                 Kind::Symlink => entry.target.is_some() && entry.blake3.is_none(),
             };
+            if let Some(xattrs) = &entry.xattrs {
+                let allowed = self.format >= FORMAT_XATTRS && entry.kind != Kind::Symlink;
+                let checked = if allowed {
+                    crate::xattrs::validate(xattrs)
+                } else {
+                    Err(format!(
+                        "extended attributes on a {} in a format {} manifest",
+                        entry.kind.as_str(),
+                        self.format
+                    ))
+                };
+                if let Err(why) = checked {
+                    return Err(Error::invalid(format!(
+                        "{MANIFEST_PATH}: entry {:?}: {why}",
+                        entry.path
+                    )));
+                }
+            }
             if !complete || entry.mode & !0o7777 != 0 {
                 return Err(Error::invalid(format!(
                     "{MANIFEST_PATH}: entry {:?} is incomplete or inconsistent",
@@ -448,6 +476,7 @@ mod tests {
                     hardlink: None,
                     mtime: None,
                     gz: None,
+                    xattrs: None,
                 },
                 Entry {
                     path: "bin".into(),
@@ -461,6 +490,7 @@ mod tests {
                     hardlink: None,
                     mtime: None,
                     gz: None,
+                    xattrs: None,
                 },
                 Entry {
                     path: "bin/app".into(),
@@ -474,6 +504,7 @@ mod tests {
                     hardlink: None,
                     mtime: None,
                     gz: None,
+                    xattrs: None,
                 },
                 Entry {
                     path: "bin.txt".into(),
@@ -487,6 +518,7 @@ mod tests {
                     hardlink: None,
                     mtime: Some(1),
                     gz: None,
+                    xattrs: None,
                 },
             ],
         }
@@ -556,8 +588,33 @@ mod tests {
         let mut old = sample();
         old.format = OLDEST_FORMAT;
         Manifest::from_json(&old.to_json()).unwrap();
-        old.format = FORMAT + 1;
+        old.format = FORMAT_XATTRS + 1;
         assert!(Manifest::from_json(&old.to_json()).is_err());
+    }
+
+    #[test]
+    fn extended_attributes_need_format_3_a_file_or_directory_and_valid_names() {
+        let mut manifest = sample();
+        let xattrs: crate::xattrs::Xattrs = [("user.a".to_string(), "00ff".to_string())].into();
+        manifest.entries[2].xattrs = Some(Box::new(xattrs.clone()));
+        assert!(manifest.validate().is_err(), "format 2 has no xattrs");
+        manifest.format = FORMAT_XATTRS;
+        manifest.validate().unwrap();
+        let json = manifest.to_json();
+        assert!(String::from_utf8_lossy(&json).contains(r#""xattrs":{"user.a":"00ff"}"#));
+        assert_eq!(Manifest::from_json(&json).unwrap(), manifest);
+        let symlink = manifest
+            .entries
+            .iter()
+            .position(|e| e.kind == Kind::Symlink)
+            .unwrap();
+        let mut on_symlink = manifest.clone();
+        on_symlink.entries[symlink].xattrs = Some(Box::new(xattrs));
+        assert!(on_symlink.validate().is_err(), "not on a symlink");
+        manifest.entries[2].xattrs = Some(Box::new(
+            [("security.selinux".to_string(), "00".to_string())].into(),
+        ));
+        assert!(manifest.validate().is_err(), "not carried");
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub fn installed_security_versions(target: &Path) -> Vec<u64> {
 }
 
 /// The identity under which files are shared between versions: content,
-/// mode and owner. Modification times are deliberately not part of it.
+/// mode, owner and extended attributes. Modification times are
+/// deliberately not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileKey {
     /// The BLAKE3, as bytes: a root filesystem has tens of thousands.
@@ -132,6 +133,8 @@ pub struct FileKey {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// [`crate::xattrs::key`] of its extended attributes.
+    pub xattrs: Option<[u8; 16]>,
 }
 
 impl FileKey {
@@ -142,6 +145,7 @@ impl FileKey {
                 mode: entry.mode,
                 uid: entry.uid,
                 gid: entry.gid,
+                xattrs: crate::xattrs::key(entry.xattrs.as_deref()),
             }),
             _ => None,
         }
@@ -246,6 +250,22 @@ impl SharedFiles {
         let meta = std::fs::symlink_metadata(path).ok()?;
         let inode = (meta.dev(), meta.ino());
         if !meta.is_file() || meta.len() != size || self.is_damaged(inode) {
+            return None;
+        }
+        // Attributes are read each time (one listxattr): the record
+        // proves content only.
+        let xattrs = crate::xattrs::read(path).ok()?;
+        if crate::xattrs::key(Some(&xattrs)) != key.xattrs {
+            crate::warn!(
+                "{}: its extended attributes differ from its signed manifest's (changed on \
+                 the device?); not shared: the new version gets a fresh copy; check with \
+                 fw-verify",
+                path.display()
+            );
+            self.damaged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(inode);
             return None;
         }
         let hex = key.hex();

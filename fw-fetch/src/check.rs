@@ -141,6 +141,7 @@ mod tests {
             hardlink: None,
             mtime: None,
             gz: None,
+            xattrs: None,
         }
     }
 

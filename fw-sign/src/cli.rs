@@ -58,6 +58,9 @@ pub enum Command {
         #[arg(long, value_name = "GLOB")]
         exclude: Vec<String>,
         /// The directory to pack; its name becomes the firmware's name.
+        /// Modes, owners, hard links, symlinks and extended attributes
+        /// (capabilities, ACLs, user.*; trusted.* as root; not
+        /// security.selinux) are packed as they are.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         #[command(flatten)]

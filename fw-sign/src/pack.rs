@@ -198,6 +198,7 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
             hardlink: None,
             mtime: None,
             gz: None,
+            xattrs: None,
         };
         match kind {
             Kind::File => {
@@ -227,6 +228,29 @@ fn scan(dir: &Path, excluded: &GlobSet, clamp: Option<u64>) -> Result<Vec<Source
                 entry.target = Some(target.to_string());
             }
             Kind::Dir => {}
+        }
+        let xattrs = fw_core::xattrs::read(&abs).map_err(|e| {
+            Error::io(
+                format!("{}: reading its extended attributes", abs.display()),
+                e,
+            )
+        })?;
+        if !xattrs.is_empty() {
+            if kind == Kind::Symlink {
+                return Err(Error::invalid(format!(
+                    "{}: a symlink with extended attributes ({}): fw carries them on files \
+                     and directories only; remove them (setfattr -h -x NAME)",
+                    abs.display(),
+                    xattrs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            fw_core::xattrs::validate(&xattrs).map_err(|why| {
+                Error::invalid(format!(
+                    "{}: {why}; remove it (setfattr -x NAME) or --exclude the entry",
+                    abs.display()
+                ))
+            })?;
+            entry.xattrs = Some(Box::new(xattrs));
         }
         manifest::validate_path(&rel).map_err(|_| {
             Error::invalid(format!("{}: this path cannot be packed", abs.display()))
@@ -577,8 +601,13 @@ pub fn pack_with_progress<W: Write>(
     for (source, range) in entries.iter_mut().zip(tree.ranges) {
         source.entry.gz = range;
     }
+    let with_xattrs = entries.iter().any(|s| s.entry.xattrs.is_some());
     let manifest = Manifest {
-        format: manifest::FORMAT,
+        format: if with_xattrs {
+            manifest::FORMAT_XATTRS
+        } else {
+            manifest::FORMAT
+        },
         name: name.clone(),
         version: options
             .version

@@ -250,6 +250,7 @@ mod tests {
                 hardlink: None,
                 mtime: None,
                 gz: None,
+                xattrs: None,
             }],
         };
         let mut builder = tar::Builder::new(Vec::new());

@@ -19,7 +19,7 @@ use fw_core::keyring::Keyring;
 use fw_core::manifest::{self, Kind, Manifest};
 use fw_core::target::SharedFiles;
 use fw_core::trust::Signer;
-use fw_core::{Error, Result};
+use fw_core::{xattrs, Error, Result};
 
 use crate::staging::Cleanup;
 use crate::stream::stream_error;
@@ -35,6 +35,8 @@ fn timespec(secs: u64) -> TimeSpec {
 /// has been written.
 struct PendingDir {
     path: PathBuf,
+    /// Set last: a default ACL must not apply to what is created inside.
+    xattrs: Option<Box<xattrs::Xattrs>>,
     mode: u32,
     uid: u64,
     gid: u64,
@@ -241,6 +243,7 @@ impl Extractor<'_> {
         path: &Path,
         header: &tar::Header,
         mode: u32,
+        xattrs: Option<&xattrs::Xattrs>,
         blake3: Option<&str>,
     ) -> Result<()> {
         let _lock = self.cleanup.lock();
@@ -252,6 +255,11 @@ impl Extractor<'_> {
             }
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| self.io(path, e))?;
+        }
+        // After the owner (a chown clears a capability) and the mode (an
+        // ACL then keeps the group bits its mask gives).
+        if let Some(xattrs) = xattrs {
+            xattrs::apply_to_file(&file, xattrs).map_err(|e| self.io(path, e))?;
         }
         let mtime = timespec(header.mtime().unwrap_or(0));
         nix::sys::stat::futimens(&file, &mtime, &mtime)
@@ -288,6 +296,9 @@ impl Extractor<'_> {
                 }
                 std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
                     .map_err(|e| Error::io(dir.path.display(), e))?;
+            }
+            if let Some(xattrs) = &dir.xattrs {
+                xattrs::apply(&dir.path, xattrs).map_err(|e| Error::io(dir.path.display(), e))?;
             }
             let mtime = timespec(dir.mtime);
             utimensat(

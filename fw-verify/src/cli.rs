@@ -11,8 +11,9 @@ use clap::Parser;
 /// Checks .fw/manifest.sig against the keyring (exit 4), refuses a
 /// security_version below the target's (exit 4) and what the policy file
 /// forbids (exit 4), or a manifest other than --expect-* say (exit 4), then
-/// compares every entry: type, mode, size, BLAKE3,
-/// symlink target, owner when run as root, and nothing extra (exit 5,
+/// compares every entry: type, mode, size, BLAKE3, symlink target,
+/// extended attributes (capabilities, ACLs, user.*; not security.selinux),
+/// owner and trusted.* when run as root, and nothing extra (exit 5,
 /// listing up to 20 differences). Modification times are not compared.
 /// A file's content is proven by reading it, or by the target's record of
 /// proven inodes (TARGET/.fw/inodes, like git's index: device, inode,

@@ -8,7 +8,8 @@
 //!    `TARGET/.fw/security-floor`), and the policy file may restrict names,
 //!    setuid/setgid files and size (exit 4).
 //! 3. The tree must equal the manifest: every entry present with its type,
-//!    mode, size, BLAKE3 and symlink target (owners too when run as root),
+//!    mode, size, BLAKE3, symlink target and extended attributes but
+//!    `security.selinux` (owners and `trusted.*` too when run as root),
 //!    and nothing else (exit 5, naming up to 20 differences). A file's
 //!    BLAKE3 is proven by reading it, or by the target's record of proven
 //!    inodes (fw_core::inodes: fw wrote or hashed that very inode and
@@ -230,7 +231,9 @@ fn difference(path: &str, what: impl std::fmt::Display) -> (String, String) {
 }
 
 /// Compares what the tree has at an entry's path (`meta`) with the
-/// entry: type, mode, owner (if `compare_owners`), size, symlink target.
+/// entry: type, mode, owner and `trusted.*` attributes (if
+/// `compare_owners`: as root), other extended attributes, size, symlink
+/// target.
 /// Returns true if it is a regular file whose content is left to prove.
 fn compare_entry(
     root: &Path,
@@ -272,6 +275,19 @@ fn compare_entry(
                 entry.gid
             ),
         ));
+    }
+    // Attributes: one listxattr for most entries (they have none).
+    match fw_core::xattrs::read(&root.join(&entry.path)) {
+        Ok(found) => {
+            for why in fw_core::xattrs::differences(entry.xattrs.as_deref(), &found, compare_owners)
+            {
+                diffs.push(difference(&entry.path, why));
+            }
+        }
+        Err(e) => diffs.push(difference(
+            &entry.path,
+            format!("cannot read its extended attributes: {e}"),
+        )),
     }
     match kind {
         Kind::File if Some(meta.len()) != entry.size => {
@@ -551,6 +567,7 @@ mod tests {
             hardlink: None,
             mtime: None,
             gz: None,
+            xattrs: None,
         }
     }
 
@@ -628,6 +645,7 @@ mod tests {
                 hardlink: None,
                 mtime: None,
                 gz: None,
+                xattrs: None,
             },
             file("changed", 0o644, b"changed"),
             file("missing", 0o644, b""),

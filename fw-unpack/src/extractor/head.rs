@@ -62,7 +62,7 @@ impl Extractor<'_> {
             // Straight to its file: the manifest is not held in memory.
             let create = self.create_mode(header, 0o644);
             let file = self.write_file(&display, &path, entry, size, None, create)?;
-            return self.finish_file(file, &path, header, 0o644, None);
+            return self.finish_file(file, &path, header, 0o644, None, None);
         }
         let mut signature = Vec::with_capacity(size as usize);
         entry
@@ -71,7 +71,7 @@ impl Extractor<'_> {
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
         let create = self.create_mode(header, 0o644);
         let file = self.write_file(&display, &path, &mut &signature[..], size, None, create)?;
-        self.finish_file(file, &path, header, 0o644, None)?;
+        self.finish_file(file, &path, header, 0o644, None, None)?;
 
         // Only JSON the vendor signed is parsed.
         let json_path = self.tree.join(MANIFEST_PATH);

@@ -1,13 +1,14 @@
 //! The tree's entries: each checked against the manifest (type, mode,
-//! owner, times, links, size) and against the tree made so far (never
-//! through a link, hard links only to earlier files), then created.
+//! owner, times, links, size, extended attributes) and against the tree
+//! made so far (never through a link, hard links only to earlier files),
+//! then created.
 
 use std::io::{self, Read};
 
 use nix::sys::stat::{utimensat, UtimensatFlags};
 
 use fw_core::manifest::{self, Kind};
-use fw_core::Result;
+use fw_core::{xattrs, Result};
 
 use super::{owner, timespec, Extractor, PendingDir};
 use crate::paths::split_path;
@@ -145,6 +146,34 @@ impl Extractor<'_> {
         if let Some(why) = header_mismatch(&header, listed, link_target.as_deref()) {
             return Err(self.refuse(&display, why));
         }
+        // The archive's attributes (PAX records) must be the manifest's,
+        // which are what is restored.
+        let archived = match entry.pax_extensions() {
+            Ok(Some(records)) => {
+                let records: std::result::Result<Vec<_>, _> = records
+                    .map(|r| r.map(|r| (r.key_bytes(), r.value_bytes())))
+                    .collect();
+                match records {
+                    Ok(records) => xattrs::from_pax(records),
+                    Err(_) => return Err(self.refuse(&display, "its PAX header is malformed")),
+                }
+            }
+            Ok(None) => xattrs::Xattrs::new(),
+            Err(_) => return Err(self.refuse(&display, "its PAX header is malformed")),
+        };
+        let listed = &self
+            .manifest
+            .as_ref()
+            .expect("the manifest came first")
+            .entries[index];
+        let some = |x: &xattrs::Xattrs| !x.is_empty();
+        if Some(&archived).filter(|x| some(x)) != listed.xattrs.as_deref().filter(|x| some(x)) {
+            return Err(self.refuse(
+                &display,
+                "its extended attributes differ from the manifest's",
+            ));
+        }
+        let listed_xattrs = listed.xattrs.clone();
         // Written content is hashed against the manifest: with --delta
         // that is its only proof; either way it goes into the record of
         // proven inodes, so that fw-verify does not read it again.
@@ -167,6 +196,7 @@ impl Extractor<'_> {
                 let (uid, gid) = owner(&header);
                 self.dirs.push(PendingDir {
                     path,
+                    xattrs: listed_xattrs,
                     mode,
                     uid: uid as u64,
                     gid: gid as u64,
@@ -225,7 +255,8 @@ impl Extractor<'_> {
                     let create = self.create_mode(&header, mode);
                     let file =
                         self.write_file(&display, &path, entry, size, blake3.as_deref(), create)?;
-                    self.finish_file(file, &path, &header, mode, blake3.as_deref())?;
+                    let xattrs = listed_xattrs.as_deref();
+                    self.finish_file(file, &path, &header, mode, xattrs, blake3.as_deref())?;
                 }
             }
         }
