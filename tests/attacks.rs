@@ -347,7 +347,8 @@ fn fifty_thousand_session_keys_are_refused_in_bounded_memory() {
     assert!(stderr.contains("more than 4096"), "{stderr}");
 }
 
-/// Item 1: an armor header line of 50 MB (158 MB of memory before).
+/// Item 1: an armor header line of 50 MB (158 MB of memory before), or
+/// millions of header lines.
 #[test]
 fn a_long_armor_line_is_refused_in_bounded_memory() {
     let w = world();
@@ -372,6 +373,19 @@ fn a_long_armor_line_is_refused_in_bounded_memory() {
         (
             "50 MB of blanks after the BEGIN line",
             format!("{begin}{}\n{rest}", " ".repeat(50 << 20)),
+        ),
+        // The second attack round: sequoia keeps every header line; 5
+        // million short ones (25 MB, no key needed) took 554 MB.
+        (
+            "5,000,000 short header lines",
+            format!("{begin}\n{}{rest}", "a: b\n".repeat(5_000_000)),
+        ),
+        (
+            "10,000 header lines of 4 KB around a genuine package",
+            format!(
+                "{begin}\n{}{rest}",
+                format!("Comment: {}\n", "A".repeat(4000)).repeat(10_000)
+            ),
         ),
     ] {
         let attack = w.file("attack.asc", attack.as_bytes());
@@ -616,4 +630,79 @@ fn a_manifest_at_the_limit_unpacks_in_bounded_memory() {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     fails_with(out, 5);
     assert!(stderr.contains("more than devices read"), "{stderr}");
+}
+
+/// The second attack round (needs write access to `TARGET/.fw`): symlinks
+/// planted for `.fw`, `.fw/staging` or `.fw/lock` were followed (a whole
+/// tree unpacked into the symlink's destination, the lock created there
+/// as root). Now each is refused and nothing is written where it points.
+#[test]
+fn symlinks_planted_in_the_targets_state_are_refused() {
+    let w = world();
+    let tree = sample_tree(w.tmp.path(), "fw");
+    let package = ok(run(
+        fw("fw-sign")
+            .args(["-q", "pack", "--key"])
+            .arg(&w.keys.vendor_key)
+            .arg(&tree),
+        b"",
+    ));
+    let tar_gz = ok(run(
+        fw("fw-unseal")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&w.keys.keyring),
+        &package,
+    ));
+    let victim = w.tmp.path().join("victim");
+    let state = w.target.join(".fw");
+    let reset = || {
+        let _ = std::fs::remove_file(&state);
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&victim);
+        std::fs::create_dir(&victim).unwrap();
+    };
+    let entries = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+
+    // .fw itself, then .fw/staging: fw-unpack refuses, exit 4.
+    for (case, plant) in [
+        (
+            ".fw",
+            Box::new(|| std::os::unix::fs::symlink(&victim, &state).unwrap()) as Box<dyn Fn()>,
+        ),
+        (
+            ".fw/staging",
+            Box::new(|| {
+                std::fs::create_dir(&state).unwrap();
+                std::os::unix::fs::symlink(&victim, state.join("staging")).unwrap();
+            }),
+        ),
+    ] {
+        reset();
+        plant();
+        let out = run(&mut w.unpack(), &tar_gz);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.stdout.is_empty(), "{case}: nothing staged");
+        fails_with(out, 4);
+        assert!(stderr.contains("not a directory"), "{case}: {stderr}");
+        assert_eq!(entries(&victim), 0, "{case}: written through the symlink");
+    }
+
+    // .fw/lock pointing at a path that does not exist: not created.
+    reset();
+    std::fs::create_dir(&state).unwrap();
+    let planted = victim.join("created-by-fw");
+    std::os::unix::fs::symlink(&planted, state.join("lock")).unwrap();
+    let out = run(
+        fw("fw-switch").arg("--target").arg(&w.target).arg("clean"),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    fails_with(out, 4);
+    assert!(stderr.contains("lock is a symlink"), "{stderr}");
+    assert!(
+        !planted.exists(),
+        "the lock was created through the symlink"
+    );
+    w.assert_nothing_installed("planted lock");
 }

@@ -354,6 +354,16 @@ fn downgrade_below_the_installed_security_version_is_refused() {
         stderr.contains("security_version 3, below this device's 5"),
         "{stderr}"
     );
+    // A replayed old package through the bare pipeline leaves nothing
+    // behind: the refused staging tree is removed.
+    assert!(staged_old
+        .parent()
+        .unwrap()
+        .starts_with(s.target.join(".fw/staging")));
+    assert!(
+        !staged_old.parent().unwrap().exists(),
+        "the refused tree is removed"
+    );
 
     // The installed version itself still checks out (fsck), and the same
     // security_version is no downgrade.
@@ -364,7 +374,7 @@ fn downgrade_below_the_installed_security_version_is_refused() {
     // A recorded floor holds even when the newer version is gone.
     std::fs::remove_dir_all(s.target.join("fw")).unwrap();
     std::fs::write(s.target.join(".fw/security-floor"), "4\n").unwrap();
-    let out = s.verify(&staged_old, &[]);
+    let out = s.verify(&s.unpack(&old), &[]);
     fails_with(out, 4);
 }
 
@@ -422,6 +432,7 @@ fn device_policy_is_applied() {
         ("max_bytes = 10\n", "max_bytes 10"),
     ] {
         std::fs::write(&policy, text).unwrap();
+        let staged = s.unpack(&s.pack(&tree, &[]));
         let out = s.verify(&staged, &["--policy", policy.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         fails_with(out, 4);

@@ -878,6 +878,84 @@ fn stalling_server() -> u16 {
     port
 }
 
+/// A server that sends `body` at about 2 KiB/s: above a stall speed of
+/// 1000 bytes/s, and slow enough that a package of hundreds of KB takes
+/// minutes. Its pace is the attack, not a synchronisation.
+fn trickling_server(body: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let body = std::sync::Arc::clone(&body);
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for chunk in body.chunks(512) {
+                    if stream
+                        .write_all(chunk)
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The second attack round: a server trickling a package just above the
+/// stall speed held `fw-install URL` and the target's lock for as long
+/// as it liked. --max-time ends it: exit 1, why, the lock free, nothing
+/// left.
+#[test]
+fn a_transfer_longer_than_max_time_ends_and_frees_the_lock() {
+    let d = device();
+    let v1 = d.package("v1", 1);
+    let port = trickling_server(std::fs::read(&v1).unwrap());
+    let url = format!("http://127.0.0.1:{port}/fw-v1.fw");
+    let out = within(
+        std::time::Duration::from_secs(90),
+        &mut d.fw_install_cmd(
+            &[
+                "--stall-speed",
+                "1000",
+                "--stall-time",
+                "2",
+                "--max-time",
+                "3",
+            ],
+            url.as_ref(),
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(stderr.contains("--max-time 3 s"), "{stderr}");
+    assert_eq!(d.versions_and_staging(), (vec![], vec![]));
+    d.fw_install(&v1);
+    assert_eq!(d.current(), "v1");
+    let out = run(
+        &mut d.fw_install_cmd(&["--max-time", "-1"], url.as_ref()),
+        b"",
+    );
+    fails_with(out, 2);
+}
+
 /// Issue 13 item 7: a server that sends headers and 100 bytes, then stalls. Every
 /// install ends within the configured stall time, says why, and frees the lock.
 #[test]

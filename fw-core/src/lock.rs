@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ pub fn acquire(target: &Path, wait: Option<Duration>) -> Result<TargetLock> {
     let path = crate::target::lock_path(target);
     std::fs::create_dir_all(crate::target::state_dir(target))
         .map_err(|e| Error::io(crate::target::state_dir(target).display(), e))?;
+    crate::target::require_real_dir(&crate::target::state_dir(target))?;
     let lock_meta = |file: &File| file.metadata().map(|m| (m.dev(), m.ino()));
 
     if let Some(fd) = std::env::var("FW_LOCK_FD")
@@ -52,12 +54,21 @@ pub fn acquire(target: &Path, wait: Option<Duration>) -> Result<TargetLock> {
         }
     }
 
+    // Never through a symlink planted at the lock's name.
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| Error::io(path.display(), e))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => Error::security(format!(
+                "{} is a symlink: fw takes its lock on a file of its own there; remove the \
+                 link and try again",
+                path.display()
+            )),
+            _ => Error::io(path.display(), e),
+        })?;
     let deadline = wait.map(|w| Instant::now() + w);
     let mut file = file;
     loop {

@@ -27,6 +27,21 @@ pub fn staging_dir(target: &Path) -> PathBuf {
     state_dir(target).join("staging")
 }
 
+/// Refuses `dir` (`TARGET/.fw` or a directory in it) if it is anything
+/// but a real directory: a symlink planted there would send fw's state
+/// (the lock, staging trees, the journal) wherever it points.
+pub fn require_real_dir(dir: &Path) -> crate::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(crate::Error::security(format!(
+            "{} is not a directory (a symlink?): fw keeps its state in a real directory \
+             there; remove it and try again",
+            dir.display()
+        ))),
+        Err(e) => Err(crate::Error::io(dir.display(), e)),
+    }
+}
+
 /// `TARGET/.fw/lock`: one writer at a time.
 pub fn lock_path(target: &Path) -> PathBuf {
     state_dir(target).join("lock")

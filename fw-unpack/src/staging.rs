@@ -69,6 +69,7 @@ pub fn prepare_staging(target: &Path) -> Result<PathBuf> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(dir.display(), e)),
         }
+        fw_core::target::require_real_dir(dir)?;
     }
     Ok(staging)
 }

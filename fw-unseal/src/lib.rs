@@ -203,9 +203,11 @@ where
     let (input, long_line) = armor::LineBound::new(io::Cursor::new(prefix).chain(input), armored);
     let line_error = || {
         Error::invalid(format!(
-            "an armored package has a line longer than {} bytes (armor lines are at most 76): \
-             not an fw package",
-            armor::MAX_LINE
+            "an armored package has a line longer than {} bytes or more than {} bytes of \
+             header lines (armor lines are at most 76, GnuPG writes one or two headers): not \
+             an fw package",
+            armor::MAX_LINE,
+            armor::MAX_HEADERS
         ))
     };
     let tripped = |err: Error| {

@@ -225,6 +225,29 @@ pub fn is_installed_version(path: &Path, target: &Path) -> bool {
     }
 }
 
+/// Removes a staging tree (`TARGET/.fw/staging/unpack-*/NAME`, as
+/// fw-unpack prints it) that was refused for security (exit 4: signature,
+/// security floor, policy, expectations): it can never be installed, and
+/// the bare pipeline (`fw-unseal | fw-unpack | fw-verify | fw-fixate`)
+/// would leave it behind. Returns the directory removed. Never touches
+/// anything else, an installed version least of all; a tree that differs
+/// from its manifest (exit 5) is left for inspection.
+pub fn remove_refused_staging(tree: &Path, target: &Path) -> Option<PathBuf> {
+    let tree = tree.canonicalize().ok()?;
+    let work = tree.parent()?;
+    let staging = fw_core::target::staging_dir(target).canonicalize().ok()?;
+    let is_work = work.parent() == Some(staging.as_path())
+        && work
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("unpack-"));
+    if !is_work {
+        return None;
+    }
+    std::fs::remove_dir_all(work).ok()?;
+    Some(work.to_path_buf())
+}
+
 /// One way the tree differs from its manifest.
 fn difference(path: &str, what: impl std::fmt::Display) -> (String, String) {
     (path.to_string(), format!("{path}: {what}"))

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use fw_core::keyring::{self, Keyring};
-use fw_core::{event, Error, Result};
+use fw_core::{event, Error, Exit, Result};
 use fw_verify::cli::Cli;
 
 fn run(cli: Cli) -> Result<()> {
@@ -28,7 +28,15 @@ fn run(cli: Cli) -> Result<()> {
         &path, &keyring, &target, &policy, &expected, cli.full, &bar,
     );
     fw_core::progress::finish(&bar);
-    let verified = verified?;
+    let verified = match verified {
+        Err(e) if e.code == Exit::Security => {
+            if let Some(work) = fw_verify::remove_refused_staging(&path, &target) {
+                fw_core::detail!("removed the refused staging tree {}", work.display());
+            }
+            return Err(e);
+        }
+        verified => verified?,
+    };
     event!(Info, "verified", {
         "name": &verified.manifest.name,
         "version": &verified.manifest.version,
