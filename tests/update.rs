@@ -954,6 +954,24 @@ fn a_transfer_longer_than_max_time_ends_and_frees_the_lock() {
         b"",
     );
     fails_with(out, 2);
+
+    // fw-update install --stream passes its max_time.
+    let v2 = d.package("v2", 1);
+    let port = trickling_server(std::fs::read(&v2).unwrap());
+    ok(d.index_with_base(&format!("http://127.0.0.1:{port}/"), &[&v2]));
+    let config = d.tmp.path().join("update.toml");
+    std::fs::write(&config, "max_time = \"3s\"\nstall_speed = 1000\n").unwrap();
+    let config = config.to_str().unwrap();
+    let out = within(
+        std::time::Duration::from_secs(90),
+        &mut d.update_cmd(&["install", "--stream", "--config", config]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fails_with(out, 1);
+    assert!(stderr.contains("--max-time 3 s"), "{stderr}");
+    assert_eq!(d.states().last().unwrap(), "update_failed");
+    assert_eq!(d.current(), "v1");
+    assert_eq!(d.versions_and_staging().1, Vec::<String>::new());
 }
 
 /// Issue 13 item 7: a server that sends headers and 100 bytes, then stalls. Every

@@ -22,6 +22,8 @@ pub const DEFAULT_DOWNLOAD_RETRIES: u32 = 5;
 pub const DEFAULT_DOWNLOAD_BACKOFF: Duration = Duration::from_secs(1);
 pub const DEFAULT_STALL_SPEED: u32 = 1024;
 pub const DEFAULT_STALL_TIME: Duration = Duration::from_secs(60);
+/// fw-install's default --max-time for a stream: a day.
+pub const DEFAULT_MAX_TIME: u64 = 86_400;
 
 /// The settings, as the file (TOML keys: the field names) and the command line
 /// (`--field-name`) give them. Durations are strings such as "1h", "30s", "24h0m0s"
@@ -99,6 +101,13 @@ pub struct Config {
           value_parser = fw_core::cli::parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub stall_time: Option<Duration>,
+    /// install --stream: how long fw-install may stream the package in
+    /// all, however fast (a server trickling above stall_speed would
+    /// hold the target's lock for ever); 0 for no limit [default: 1d].
+    #[arg(long, global = true, value_name = "DURATION",
+          value_parser = fw_core::cli::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub max_time: Option<Duration>,
     /// install: let fw-install stream the package from its URL instead of
     /// downloading it first (no resume, no BLAKE3 check against the index;
     /// the package's signature, its name, version and security_version
@@ -142,6 +151,7 @@ impl Config {
             download_backoff: self.download_backoff.or(lower.download_backoff),
             stall_speed: self.stall_speed.or(lower.stall_speed),
             stall_time: self.stall_time.or(lower.stall_time),
+            max_time: self.max_time.or(lower.max_time),
             stream: self.stream.or(lower.stream),
             delta: self.delta.or(lower.delta),
             fw_install: self.fw_install.or(lower.fw_install),
@@ -232,6 +242,12 @@ impl Config {
             speed: self.stall_speed.unwrap_or(DEFAULT_STALL_SPEED).max(1),
             secs: time.as_secs_f64().ceil().max(1.0) as u64,
         }
+    }
+
+    /// fw-install's --max-time, in whole seconds (0: no limit).
+    pub fn max_time_secs(&self) -> u64 {
+        self.max_time
+            .map_or(DEFAULT_MAX_TIME, |t| t.as_secs_f64().ceil() as u64)
     }
 
     pub fn stream(&self) -> bool {
@@ -367,6 +383,9 @@ mod tests {
             (documented.stall().speed, documented.stall().secs),
             (1024, 60)
         );
+        assert_eq!(documented.max_time_secs(), DEFAULT_MAX_TIME);
+        assert_eq!(parse("max_time = \"0s\"").unwrap().max_time_secs(), 0);
+        assert_eq!(parse("").unwrap().max_time_secs(), DEFAULT_MAX_TIME);
     }
 
     #[test]

@@ -125,6 +125,8 @@ impl Updater {
             .arg(stall.speed.to_string())
             .arg("--stall-time")
             .arg(stall.secs.to_string())
+            .arg("--max-time")
+            .arg(self.config.max_time_secs().to_string())
             // Whatever the server sent, it must be what the signed index lists.
             .arg("--expect-name")
             .arg(&entry.name)

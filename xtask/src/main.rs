@@ -41,6 +41,7 @@ fn fw_install() -> Command {
         .arg(Arg::new("delta").long("delta").action(ArgAction::SetTrue).help("URL only: download only what the target lacks (fw-fetch | fw-unpack --delta); an interrupted fetch resumes at the next run"))
         .arg(value("N", "stall-speed", "give up a URL whose transfer stays under N bytes/s for --stall-time seconds (default 1024): exit 1, nothing changed"))
         .arg(value("S", "stall-time", "the seconds a transfer may stay under --stall-speed (default 60)"))
+        .arg(value("S", "max-time", "give up a URL (not --delta) still streaming after S seconds (default 86400, a day; 0: no limit): exit 1, nothing changed"))
         .arg(value("NAME", "expect-name", "refuse (exit 4) a package whose signed manifest has another name (fw-update passes the signed index's entry)"))
         .arg(value("V", "expect-version", "refuse (exit 4) a package whose signed manifest has another version"))
         .arg(value("N", "expect-security-version", "refuse (exit 4) a package whose signed manifest has another security_version"))
