@@ -640,20 +640,7 @@ fn a_manifest_at_the_limit_unpacks_in_bounded_memory() {
 fn symlinks_planted_in_the_targets_state_are_refused() {
     let w = world();
     let tree = sample_tree(w.tmp.path(), "fw");
-    let package = ok(run(
-        fw("fw-sign")
-            .args(["-q", "pack", "--key"])
-            .arg(&w.keys.vendor_key)
-            .arg(&tree),
-        b"",
-    ));
-    let tar_gz = ok(run(
-        fw("fw-unseal")
-            .arg("-q")
-            .arg("--keyring")
-            .arg(&w.keys.keyring),
-        &package,
-    ));
+    let (_, tar_gz) = pack_and_unseal(&w.keys, &tree);
     let victim = w.tmp.path().join("victim");
     let state = w.target.join(".fw");
     let reset = || {

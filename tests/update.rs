@@ -847,6 +847,20 @@ fn within(limit: std::time::Duration, cmd: &mut Command) -> Output {
     }
 }
 
+/// Reads an HTTP request's head; false if the client went away first.
+fn read_request(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => request.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// A server that answers every request with headers, 100 bytes of a 1 MB body, and
 /// then nothing, holding the connection open until the client closes it.
 fn stalling_server() -> u16 {
@@ -857,13 +871,8 @@ fn stalling_server() -> u16 {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             std::thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => request.push(byte[0]),
-                        _ => return,
-                    }
+                if !read_request(&mut stream) {
+                    return;
                 }
                 let _ = stream.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nAccept-Ranges: bytes\r\n\r\n",
@@ -882,7 +891,7 @@ fn stalling_server() -> u16 {
 /// 1000 bytes/s, and slow enough that a package of hundreds of KB takes
 /// minutes. Its pace is the attack, not a synchronisation.
 fn trickling_server(body: Vec<u8>) -> u16 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let body = std::sync::Arc::new(body);
@@ -891,13 +900,8 @@ fn trickling_server(body: Vec<u8>) -> u16 {
             let Ok(mut stream) = stream else { return };
             let body = std::sync::Arc::clone(&body);
             std::thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => request.push(byte[0]),
-                        _ => return,
-                    }
+                if !read_request(&mut stream) {
+                    return;
                 }
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
                 if stream.write_all(head.as_bytes()).is_err() {

@@ -324,20 +324,7 @@ fn gnu_tar_reads_the_attributes_of_a_package() {
     let w = World::new();
     let tree = w.tree("v1");
     set(&tree.join("bin/app"), "user.fw.level", b"7");
-    let package = ok(run(
-        fw("fw-sign")
-            .args(["-q", "pack", "--key"])
-            .arg(&w.keys.vendor_key)
-            .arg(&tree),
-        b"",
-    ));
-    let unsealed = ok(run(
-        fw("fw-unseal")
-            .arg("-q")
-            .arg("--keyring")
-            .arg(&w.keys.keyring),
-        &package,
-    ));
+    let (_, unsealed) = pack_and_unseal(&w.keys, &tree);
     let tar_gz = w.tmp.path().join("app.tar.gz");
     std::fs::write(&tar_gz, without_proof(&unsealed)).unwrap();
     let peer = w.tmp.path().join("by-tar");

@@ -351,6 +351,26 @@ pub fn install_version(keys: &Keys, target: &Path, tree: &Path, pack_args: &[&st
     PathBuf::from(String::from_utf8(installed).unwrap().trim_end())
 }
 
+/// `tree` packed by the vendor's key (`-q`), and what fw-unseal writes
+/// for it with the device's keyring (the tar.gz and its proof).
+pub fn pack_and_unseal(keys: &Keys, tree: &Path) -> (Vec<u8>, Vec<u8>) {
+    let package = ok(run(
+        fw("fw-sign")
+            .args(["-q", "pack", "--key"])
+            .arg(&keys.vendor_key)
+            .arg(tree),
+        b"",
+    ));
+    let unsealed = ok(run(
+        fw("fw-unseal")
+            .arg("-q")
+            .arg("--keyring")
+            .arg(&keys.keyring),
+        &package,
+    ));
+    (package, unsealed)
+}
+
 /// Bytes that do not compress (xorshift), so a package is as big as its
 /// content.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
