@@ -417,6 +417,58 @@ fn unseal_refuses_a_wrong_mdc() {
     assert!(stderr.contains("no secret key"), "{stderr}");
 }
 
+/// An encrypted package that does not decrypt is refused (exit 4) with
+/// its real cause: the device's key is in the keyring, but the package
+/// does not decrypt with it; or a password, which fw never uses.
+#[test]
+fn unseal_says_why_an_encrypted_package_does_not_decrypt() {
+    let tmp = TempDir::new().unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"));
+    let tree = sample_tree(tmp.path(), "fw");
+    let device_cert = keys.device_cert.to_str().unwrap().to_string();
+    let package = pack(&keys, &tree, &["--encrypt-for", &device_cert]);
+    // The session key packet (new format, one-octet length), then the
+    // SEIPD packet: its header, version 1, the ciphertext.
+    assert_eq!(package[0], 0xc1);
+    let pkesk_len = 2 + package[1] as usize;
+    let seipd = &package[pkesk_len..];
+    assert_eq!(seipd[0], 0xd2);
+    let version_at = match seipd[1] {
+        0..=191 | 224..=254 => 2,
+        192..=223 => 3,
+        255 => 6,
+    };
+    assert_eq!(seipd[version_at], 1);
+    let ciphertext = pkesk_len + version_at + 1;
+    for (what, message) in [
+        // The wrapped session key damaged: the device's key cannot unwrap it.
+        ("damaged session key", flip(&package, pkesk_len - 1)),
+        // The repeated bytes after the first cipher block damaged: the
+        // session key fails its quick check.
+        ("bad quick check", flip(&package, ciphertext + 16)),
+    ] {
+        let out = unseal(&keys.keyring, &message, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(fails_with(out, 4).is_empty(), "{what}");
+        assert!(
+            stderr.contains("whose secret key is in the keyring")
+                && stderr.contains("does not decrypt")
+                && !stderr.contains("no secret key"),
+            "{what}: {stderr}"
+        );
+    }
+    // A password (a SKESK: AES-256, iterated and salted SHA-256) instead
+    // of a session key packet for the device.
+    let skesk = [&[0xc3, 13, 4, 9, 3, 8][..], &[7; 8], &[255]].concat();
+    let out = unseal(&keys.keyring, &[&skesk[..], seipd].concat(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(fails_with(out, 4).is_empty());
+    assert!(
+        stderr.contains("encrypted with a password only") && !stderr.contains("encrypted for ,"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn unseal_refuses_a_revoked_signer() {
     let tmp = TempDir::new().unwrap();

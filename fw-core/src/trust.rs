@@ -340,16 +340,32 @@ impl DecryptionHelper for TrustHelper<'_> {
     fn decrypt(
         &mut self,
         pkesks: &[PKESK],
-        _skesks: &[SKESK],
+        skesks: &[SKESK],
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> openpgp::Result<Option<Cert>> {
+        let keyring = self.keyring.source.display().to_string();
+        if pkesks.is_empty() {
+            // fw never encrypts with a password, and a device has none.
+            return Err(self.refuse(if skesks.is_empty() {
+                "the package's encrypted data has no session key packet, so nothing can \
+                 decrypt it: not an fw package; fetch it again from your vendor"
+                    .to_string()
+            } else {
+                "the package is encrypted with a password only, which fw does not use (fw \
+                 packages are encrypted to device certificates, fw-sign pack --encrypt-for): \
+                 ask your vendor for a package encrypted to this device"
+                    .to_string()
+            }));
+        }
         // Keys are not judged by the device clock here either: any secret
         // subkey of the device's own key may decrypt. Only keys a PKESK
         // names are tried, and a bounded number of anonymous PKESKs and
         // attempts: each attempt is a public-key operation.
         let mut anonymous = 0;
         let mut attempts = 0;
+        // A key of the keyring that a PKESK names and that was tried.
+        let mut named: Option<String> = None;
         for pkesk in pkesks {
             let recipient = pkesk.recipient();
             if recipient.is_none() {
@@ -369,6 +385,9 @@ impl DecryptionHelper for TrustHelper<'_> {
                         break;
                     }
                     attempts += 1;
+                    if recipient.is_some() && named.is_none() {
+                        named = Some(ka.key().fingerprint().to_hex());
+                    }
                     let Ok(mut pair) = ka.key().clone().into_keypair() else {
                         continue;
                     };
@@ -381,6 +400,15 @@ impl DecryptionHelper for TrustHelper<'_> {
                     }
                 }
             }
+        }
+        if let Some(key) = named {
+            // The key is there: the session key did not decrypt with it,
+            // or did not decrypt the data (its quick check failed).
+            return Err(self.refuse(format!(
+                "the package is encrypted to {key}, whose secret key is in the keyring \
+                 {keyring}, but it does not decrypt with that key: the package is damaged or \
+                 was not made for this key; fetch it again from your vendor"
+            )));
         }
         let recipients: Vec<String> = pkesks
             .iter()
@@ -396,10 +424,10 @@ impl DecryptionHelper for TrustHelper<'_> {
             n => format!(" and {n} more"),
         };
         Err(self.refuse(format!(
-            "the package is encrypted for {}{more}, and the keyring {} has no secret key for it: \
-             install this device's key there, or ask for a package encrypted to this device",
+            "the package is encrypted for {}{more}, and the keyring {keyring} has no secret key \
+             for it: install this device's key there, or ask for a package encrypted to this \
+             device",
             recipients.join(", "),
-            self.keyring.source.display()
         )))
     }
 }

@@ -534,7 +534,7 @@ mod tests {
         let mut bogus = pkesk.to_vec();
         bogus[len - 1] ^= 0x01;
         for (copies, code, why) in [
-            (100, fw_core::Exit::Security, "no secret key"),
+            (100, fw_core::Exit::Security, "does not decrypt"),
             (5000, fw_core::Exit::Invalid, "more than"),
         ] {
             // The good PKESK after 100 bad ones is not tried: 16 attempts
