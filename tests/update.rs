@@ -616,6 +616,30 @@ fn corrupted_download_is_refused_and_downloaded_again() {
     assert_eq!(d.current(), "v1");
 }
 
+/// A complete answer shorter than the signed index's size (its own
+/// Content-Length honoured) is not a dropped connection to resume: it is
+/// refused like a longer file (exit 4), and nothing is kept.
+#[test]
+fn a_complete_but_short_package_is_refused_not_resumed() {
+    let (d, v2) = device_on_v1_with_v2_published();
+    let bytes = std::fs::read(&v2).unwrap();
+    std::fs::write(&v2, &bytes[..bytes.len() - 100]).unwrap();
+    let out = exits(
+        d.update(&["install", "--full", "--download-retries", "0"]),
+        4,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("does not match the signed index"),
+        "{stderr}"
+    );
+    // Downloaded from the start twice, as a longer file would be.
+    assert_eq!(d.server.requests("fw-v2.fw").len(), 2);
+    assert_eq!(d.states().last().unwrap(), "download_failed");
+    assert!(d.downloads().is_empty(), "{:?}", d.downloads());
+    assert_eq!(d.current(), "v1");
+}
+
 #[test]
 fn a_gate_that_says_not_now_is_retried() {
     let (d, _v2) = device_on_v1_with_v2_published();

@@ -21,8 +21,9 @@ enum Stop {
     Transient(String),
     /// Start again from byte 0 at once (416, a server that ignored Range).
     Restart(String),
-    /// The server sent more than the index's size.
-    TooLong,
+    /// The server's file is not the signed index's (its size or BLAKE3,
+    /// and why): the partial file is dropped.
+    Mismatch(String),
     Fatal(Error),
 }
 
@@ -117,10 +118,12 @@ impl Updater {
                         self.events.emit(State::UpdateReady, "", None)?;
                         return Ok(done);
                     }
-                    None
+                    Stop::Mismatch("its BLAKE3 differs".into())
                 }
-                Err(Stop::TooLong) => None,
-                Err(Stop::Restart(why)) => {
+                Err(stop) => stop,
+            };
+            match stop {
+                Stop::Restart(why) => {
                     restarts += 1;
                     if restarts > 3 {
                         return Err(Error::failed(format!(
@@ -130,33 +133,29 @@ impl Updater {
                     }
                     note!("{why}: downloading from the start");
                     let _ = std::fs::remove_file(&part);
-                    continue;
                 }
-                Err(Stop::Transient(why)) => Some(why),
-                Err(Stop::Fatal(err)) => return Err(err),
-            };
-            match stop {
-                // Corrupt: wrong BLAKE3, or more bytes than the index says.
-                None => {
+                Stop::Fatal(err) => return Err(err),
+                // Not the package of the index: wrong size or BLAKE3.
+                Stop::Mismatch(why) => {
                     let _ = std::fs::remove_file(&part);
                     if from_zero {
                         fresh_mismatches += 1;
                     }
                     if fresh_mismatches >= 2 {
                         return Err(Error::security(format!(
-                            "{} does not match the signed index (size {} and BLAKE3 {}) even \
-                             when downloaded whole: it was replaced or tampered with; tell the \
-                             publisher",
+                            "{} does not match the signed index ({why}; the index says {} \
+                             bytes, BLAKE3 {}) even when downloaded afresh: it was replaced or \
+                             tampered with; tell the publisher",
                             entry.url, entry.size, entry.blake3
                         )));
                     }
                     note!(
-                        "refused the download of {}: its size or BLAKE3 differs from the signed \
-                         index; downloading it again",
+                        "refused the download of {}: it does not match the signed index \
+                         ({why}); downloading it again",
                         entry.url
                     );
                 }
-                Some(why) => {
+                Stop::Transient(why) => {
                     failures += 1;
                     if failures > self.config.download_retries() {
                         return Err(Error::failed(format!(
@@ -272,7 +271,10 @@ impl Updater {
             if offset + n as u64 > entry.size {
                 transfer.kill();
                 drop(file);
-                return Err(Stop::TooLong);
+                return Err(Stop::Mismatch(format!(
+                    "the server sent more than {} bytes",
+                    entry.size
+                )));
             }
             file.write_all(&buf[..n]).map_err(io)?;
             offset += n as u64;
@@ -299,6 +301,21 @@ impl Updater {
             return Err(Stop::Transient(ended.why()));
         }
         if offset < entry.size {
+            // curl read all of the answer's Content-Length (it fails
+            // otherwise): if the answer reaches the end of the server's file
+            // (a 200, or a 206 to its Content-Range total), that file is
+            // shorter than the index's. Not a dropped connection to resume.
+            let ends_the_file = response.content_length().is_some()
+                && (truncate
+                    || response
+                        .header("content-range")
+                        .and_then(fw_core::http::parse_content_range)
+                        .is_some_and(|(_, end, total)| end == total));
+            if ends_the_file {
+                return Err(Stop::Mismatch(format!(
+                    "the server's file is {offset} bytes, as its complete answer says"
+                )));
+            }
             return Err(Stop::Transient(format!(
                 "the connection closed after {offset} of {} bytes",
                 entry.size
