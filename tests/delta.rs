@@ -354,6 +354,34 @@ fn short_and_oversized_bodies_are_refused() {
     refused_by_a_lie("short", 1, 5, "malformed");
 }
 
+/// A server without Range support whose connection drops, or that
+/// stalls, half-way through the package: a transfer failure that says so
+/// (exit 1, try again), not a truncated package (exit 5).
+#[test]
+fn a_whole_package_cut_off_by_the_network_is_a_transfer_failure() {
+    for (mode, encrypted, says) in [
+        ("whole-drop", true, "connection dropped"),
+        ("whole-drop", false, "connection dropped"),
+        ("whole-stall", false, "stalled"),
+    ] {
+        let d = Device::new(encrypted);
+        let nginx = start_nginx(&d);
+        let proxy = LyingProxy::start(d.tmp.path(), &nginx);
+        proxy.lie(mode, 1);
+        let out = d.install(&["--delta", "--stall-time", "1"], &proxy.url("v2.fw"));
+        let stderr = exits(&out, 1);
+        assert!(
+            stderr.contains(says) && stderr.contains("try again"),
+            "{mode}, encrypted {encrypted}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("the package is truncated"),
+            "{mode}: {stderr}"
+        );
+        d.unchanged();
+    }
+}
+
 #[test]
 fn a_package_swapped_between_requests_is_refused() {
     let d = Device::new(true);

@@ -210,6 +210,15 @@ impl Ended {
                  connection in 30 s ({last})",
                 stall.speed, stall.secs
             ),
+            // A body shorter than its length, or a connection reset.
+            Failure::Exit(code @ (18 | 56)) => format!(
+                "the connection dropped before the end of the answer ({})",
+                if last.is_empty() {
+                    format!("curl exit {code}")
+                } else {
+                    last.to_string()
+                }
+            ),
             Failure::Exit(code) if last.is_empty() => format!("curl exit {code}"),
             Failure::Exit(code) => format!("curl exit {code}: {last}"),
             other => format!("curl {other}"),

@@ -237,7 +237,7 @@ fn delta_layout(head: &Head) -> Option<(u64, Layout)> {
 enum Fetched {
     Head(HeadBytes),
     /// The server sent the whole package to the first request.
-    Whole(Box<fw_core::http::Transfer>),
+    Whole(Box<http::WholeBody>),
     /// A package without the head's marks (an older fw-sign): its first
     /// bytes fetched so far.
     NoOffsets(Vec<u8>),
@@ -827,7 +827,7 @@ fn whole_package<W: Write + Send + 'static>(
     cache: &Cache,
     shared: &SharedFiles,
     client: &mut Client,
-    transfer: fw_core::http::Transfer,
+    transfer: http::WholeBody,
     mut out: W,
 ) -> Result<Summary> {
     let (head, mut rest) = head::read(sync(transfer), &options.keyring)?;

@@ -32,7 +32,31 @@ pub enum Reply {
     Ranges(RangeReader),
     /// The first request got the whole package (200): the server does not
     /// do Range requests. The body, from byte 0.
-    Whole(Transfer),
+    Whole(WholeBody),
+}
+
+/// The whole package as a server without Range support sends it. Where
+/// curl failed (a stall, a dropped connection), its end is an error that
+/// says so (exit 1), not the end of the package, which would read as a
+/// truncated package.
+pub struct WholeBody {
+    transfer: Transfer,
+}
+
+impl Read for WholeBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.transfer.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(Ended::Failed(why)) = self.transfer.ended() {
+                return Err(to_io(Error::failed(format!(
+                    "cannot fetch {}: {why}; check the network and the server, then try again \
+                     (it does not answer Range requests: the fetch starts over)",
+                    self.transfer.url
+                ))));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// A package at a URL, and what the server said about it so far.
@@ -135,7 +159,7 @@ impl Client {
             200 if first_request => {
                 self.size = response.content_length();
                 self.etag = response.strong_etag().map(String::from);
-                return Ok(Reply::Whole(transfer));
+                return Ok(Reply::Whole(WholeBody { transfer }));
             }
             200 => {
                 transfer.kill();
@@ -196,7 +220,7 @@ impl Client {
                 // that reads only a Range's start. Read it as a whole.
                 self.size = Some(range.2);
                 self.etag = response.strong_etag().map(String::from);
-                return Ok(Reply::Whole(transfer));
+                return Ok(Reply::Whole(WholeBody { transfer }));
             }
             if response
                 .content_length()

@@ -222,6 +222,10 @@ pub struct LyingProxy {
 ///   Content-Length;
 /// - `drop`: closes the connection half-way through the body (a network
 ///   failure);
+/// - `whole-drop`, `whole-stall`: as `whole`, and the connection closes
+///   half-way through the body, or nothing comes after the body's first
+///   100 bytes until the client gives up (a server without Range, then a
+///   network failure or a stall);
 /// - `swap:FILE`: before answering, moves www/FILE over the asked file
 ///   (the package is replaced on the server between two requests).
 pub const PROXY: &str = r#"
@@ -253,7 +257,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             os.replace(os.path.join(www, m[5:]), os.path.join(www, self.path.lstrip('/')))
         headers = {}
         for name in ('Range', 'If-Range'):
-            if self.headers.get(name) and m != 'whole':
+            if self.headers.get(name) and not m.startswith('whole'):
                 headers[name] = self.headers[name]
         if m == 'shift' and 'Range' in headers:
             spans = headers['Range'][6:].split(',')
@@ -275,10 +279,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if name.lower() not in ('content-length', 'connection', 'transfer-encoding', 'server', 'date'):
                 self.send_header(name, value)
         self.send_header('Content-Length', str(len(body)))
-        if m == 'drop':
+        if m in ('drop', 'whole-drop'):
             self.send_header('Connection', 'close')
         self.end_headers()
-        if m == 'drop':
+        if m == 'whole-stall':
+            self.wfile.write(body[:100])
+            self.wfile.flush()
+            # Until the client closes the connection.
+            self.rfile.read()
+            self.close_connection = True
+            return
+        if m in ('drop', 'whole-drop'):
             self.wfile.write(body[:len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
