@@ -20,7 +20,9 @@ use clap::Parser;
 /// size, times, BLAKE3), which says that fw-unpack wrote or fw hashed
 /// that very inode and nothing has changed it since; --full reads every
 /// file. On success, records the manifest's BLAKE3 in .fw/verified for
-/// fw-fixate. On a terminal, a bar shows the bytes hashed of the
+/// fw-fixate. A staging tree (TARGET/.fw/staging/unpack-*/NAME) refused
+/// with exit 4 is removed, as it can never be installed; one refused
+/// with exit 5 is kept for inspection. On a terminal, a bar shows the bytes hashed of the
 /// total to read. Also an integrity check of installed versions:
 ///   fw-verify /opt/firmware/current
 ///   fw-verify --full /opt/firmware/current    (reads every byte: an fsck)
