@@ -356,7 +356,16 @@ pub fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
     if a == "." || b == "." {
         return (a != ".").cmp(&(b != "."));
     }
-    a.split('/').cmp(b.split('/'))
+    // The same order as `a.split('/').cmp(b.split('/'))`, without
+    // splitting (that was 6% of fw-unpack's CPU in an upgrade, by the
+    // binary searches of every entry): a separator sorts before any
+    // byte, so the first differing byte decides.
+    let key = |c: u8| if c == b'/' { 0 } else { c as u16 + 1 };
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => key(a[i]).cmp(&key(b[i])),
+        None => a.len().cmp(&b.len()),
+    }
 }
 
 fn is_blake3_hex(s: &str) -> bool {
@@ -453,6 +462,38 @@ pub fn hash_open_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_order_compares_component_by_component() {
+        // Every path of up to 4 bytes over an alphabet with the separator,
+        // bytes either side of it and a NUL, against the definition.
+        let alphabet = ["/", ".", "-", "0", "a", "\0"];
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            paths.extend(longer);
+            paths.dedup();
+        }
+        paths.sort();
+        paths.dedup();
+        for a in &paths {
+            for b in &paths {
+                if a == "." || b == "." {
+                    continue;
+                }
+                assert_eq!(
+                    path_order(a, b),
+                    a.split('/').cmp(b.split('/')),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+        assert_eq!(path_order(".", "a"), std::cmp::Ordering::Less);
+        assert_eq!(path_order("a/b", "a.txt"), std::cmp::Ordering::Less);
+    }
 
     fn sample() -> Manifest {
         Manifest {

@@ -15,6 +15,7 @@ use fw_core::{Error, Result};
 
 use crate::blocks;
 use crate::extractor::{Extractor, CHUNK};
+use crate::files::{writer_threads, CloseOnDrop, Files, Writers};
 use crate::paths::split_path;
 use crate::staging::Cleanup;
 use crate::stream::{stream_error, Capped, ProofFeed, METADATA_ALLOWANCE};
@@ -66,7 +67,7 @@ pub fn unpack<R: Read + Send + 'static>(
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
     let work = {
-        let mut current = cleanup.lock();
+        let mut current = cleanup.exclusive();
         let dir = tempfile::Builder::new()
             // The pid tells `fw-switch clean` whether its writer is alive.
             .prefix(&format!("unpack-{}-", std::process::id()))
@@ -77,7 +78,7 @@ pub fn unpack<R: Read + Send + 'static>(
         dir
     };
     let result = extract(input, &work, max_bytes, shared, keyring, delta, cleanup);
-    let mut current = cleanup.lock();
+    let mut current = cleanup.exclusive();
     if result.is_err() {
         if let Err(e) = std::fs::remove_dir_all(&work) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -89,6 +90,8 @@ pub fn unpack<R: Read + Send + 'static>(
     result
 }
 
+/// [`extract_entries`] with writer threads for small files (see
+/// [`crate::files`]), every one done before the result.
 fn extract<R: Read + Send + 'static>(
     input: R,
     work: &Path,
@@ -98,6 +101,30 @@ fn extract<R: Read + Send + 'static>(
     delta: bool,
     cleanup: &Cleanup,
 ) -> Result<Unpacked> {
+    let files = Files::new(cleanup, shared);
+    let writers = Writers::default();
+    std::thread::scope(|scope| {
+        let _close = CloseOnDrop(&writers);
+        for _ in 0..writer_threads() {
+            std::thread::Builder::new()
+                .name("fw-write".into())
+                .spawn_scoped(scope, || writers.run(&files))
+                .map_err(|e| Error::failed(format!("cannot start a writer thread: {e}")))?;
+        }
+        extract_entries(input, max_bytes, keyring, delta, work, &files, &writers)
+    })
+}
+
+fn extract_entries<R: Read + Send + 'static>(
+    input: R,
+    max_bytes: u64,
+    keyring: &Keyring,
+    delta: bool,
+    work: &Path,
+    files: &Files,
+    writers: &Writers,
+) -> Result<Unpacked> {
+    let shared = files.shared;
     let (checker, verdict) = proof::checker(keyring.clone());
     let capped = Capped {
         // Inflates in threads of its own (on every core for fw-sign's
@@ -116,11 +143,11 @@ fn extract<R: Read + Send + 'static>(
         cap: max_bytes.saturating_add(METADATA_ALLOWANCE),
     };
     let mut archive = tar::Archive::new(blocks::Blocks::new(capped));
-    let mut x = Extractor::new(work, max_bytes, shared, cleanup, keyring);
+    let mut x = Extractor::new(work, max_bytes, files, writers, keyring);
     let mut count = 0usize;
     // Where the last entry's data (padded) ends in the tar stream.
     let mut entries_end = 0u64;
-    {
+    let walked = (|| -> Result<()> {
         // With seek, the data of files linked from installed versions is
         // skipped, mostly without inflating it (see fw-gz).
         let entries = archive
@@ -148,7 +175,12 @@ fn extract<R: Read + Send + 'static>(
             }
             count += 1;
         }
-    }
+        Ok(())
+    })();
+    // Every small file written before anything else is decided; a writer's
+    // failure comes from an earlier entry than the walk's own.
+    let written = writers.wait_idle();
+    written.and(walked)?;
     if count == 0 {
         return Err(Error::invalid(
             "the archive is empty: an fw package starts with NAME/.fw/manifest.json",

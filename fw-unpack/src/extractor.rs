@@ -8,28 +8,21 @@ mod head;
 mod tree;
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 
 use fw_core::keyring::Keyring;
 use fw_core::manifest::{self, Kind, Manifest};
-use fw_core::target::SharedFiles;
 use fw_core::trust::Signer;
 use fw_core::{xattrs, Error, Result};
 
-use crate::staging::Cleanup;
+use crate::files::{tampered, timespec, Files, Finish, Job, Writers, SMALL};
 use crate::stream::stream_error;
-use crate::writeback::Writeback;
 
 pub(crate) const CHUNK: usize = 256 << 10;
-
-fn timespec(secs: u64) -> TimeSpec {
-    TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0)
-}
 
 /// A directory whose mode and times are set once everything inside it
 /// has been written.
@@ -68,11 +61,13 @@ pub(crate) struct Extractor<'a> {
     umask: u32,
     max_bytes: u64,
     pub(crate) content: u64,
-    shared: &'a SharedFiles,
     pub(crate) shared_files: u64,
     pub(crate) shared_bytes: u64,
-    cleanup: &'a Cleanup,
-    writeback: Writeback,
+    /// Where files are written, by this thread or by `writers`.
+    files: &'a Files<'a>,
+    writers: &'a Writers,
+    /// Tree entries handed on so far: a job's place in the archive.
+    jobs: u64,
     keyring: &'a Keyring,
     /// Who signed the manifest.
     pub(crate) signer: Option<Signer>,
@@ -82,8 +77,8 @@ impl<'a> Extractor<'a> {
     pub(crate) fn new(
         work: &Path,
         max_bytes: u64,
-        shared: &'a SharedFiles,
-        cleanup: &'a Cleanup,
+        files: &'a Files<'a>,
+        writers: &'a Writers,
         keyring: &'a Keyring,
     ) -> Self {
         Extractor {
@@ -102,11 +97,11 @@ impl<'a> Extractor<'a> {
             umask: current_umask(),
             max_bytes,
             content: 0,
-            shared,
             shared_files: 0,
             shared_bytes: 0,
-            cleanup,
-            writeback: Writeback::start(),
+            files,
+            writers,
+            jobs: 0,
             keyring,
             signer: None,
         }
@@ -142,17 +137,8 @@ impl Extractor<'_> {
         }
     }
 
-    /// Creates a file with `data`'s bytes, never following or replacing
-    /// anything, with the mode [`Extractor::create_mode`] gives.
-    fn write_file(
-        &mut self,
-        rel_display: &str,
-        path: &Path,
-        data: &mut dyn Read,
-        size: u64,
-        blake3: Option<&str>,
-        mode: u32,
-    ) -> Result<File> {
+    /// Counts `size` more bytes of content against `--max-bytes`.
+    fn count_content(&mut self, rel_display: &str, size: u64) -> Result<()> {
         self.content = self.content.saturating_add(size);
         if self.content > self.max_bytes {
             return Err(self.refuse(
@@ -164,16 +150,22 @@ impl Extractor<'_> {
                 ),
             ));
         }
-        let mut file = {
-            let _lock = self.cleanup.lock();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                .open(path)
-                .map_err(|e| self.io(path, e))?
-        };
+        Ok(())
+    }
+
+    /// Creates a file with `data`'s bytes, never following or replacing
+    /// anything, with the mode [`Extractor::create_mode`] gives.
+    fn write_file(
+        &mut self,
+        rel_display: &str,
+        path: &Path,
+        data: &mut dyn Read,
+        size: u64,
+        blake3: Option<&str>,
+        mode: u32,
+    ) -> Result<File> {
+        self.count_content(rel_display, size)?;
+        let mut file = self.files.create(path, mode)?;
         let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
         let mut written = 0u64;
         let mut hasher = blake3.map(|_| blake3::Hasher::new());
@@ -187,16 +179,12 @@ impl Extractor<'_> {
             if let Some(hasher) = &mut hasher {
                 hasher.update(&buf[..n]);
             }
-            let _lock = self.cleanup.lock();
-            file.write_all(&buf[..n]).map_err(|e| self.io(path, e))?;
+            self.files.write(&mut file, path, &buf[..n])?;
             written += n as u64;
         }
         if let (Some(hasher), Some(want)) = (hasher, blake3) {
             if written == size && hasher.finalize().to_hex().as_str() != want {
-                return Err(Error::security(format!(
-                    "entry {rel_display:?}: its content differs from the signed manifest's \
-                     BLAKE3: tampered with or damaged on the way; refusing the package"
-                )));
+                return Err(tampered(rel_display));
             }
         }
         if written != size {
@@ -207,6 +195,46 @@ impl Extractor<'_> {
             ));
         }
         Ok(file)
+    }
+
+    /// Reads a small file's bytes and hands it to a writer thread, which
+    /// checks them against `finish.blake3` and writes the file.
+    fn write_small(
+        &mut self,
+        rel_display: &str,
+        path: PathBuf,
+        data: &mut dyn Read,
+        size: u64,
+        create_mode: u32,
+        finish: Finish,
+    ) -> Result<()> {
+        self.count_content(rel_display, size)?;
+        // At most SMALL: the caller checked.
+        let mut bytes = Vec::with_capacity(size as usize);
+        data.take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| stream_error(e, rel_display, self.max_bytes))?;
+        if bytes.len() as u64 != size {
+            return Err(stream_error(
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+                rel_display,
+                self.max_bytes,
+            ));
+        }
+        self.jobs += 1;
+        self.writers.submit(Job {
+            seq: self.jobs,
+            display: rel_display.to_string(),
+            path,
+            create_mode,
+            data: bytes,
+            finish,
+        })
+    }
+
+    /// Whether a file of `size` bytes goes to a writer thread.
+    pub(crate) fn is_small(size: u64) -> bool {
+        size <= SMALL
     }
 
     /// The upgrade fast path: links an identical installed file into the
@@ -221,10 +249,10 @@ impl Extractor<'_> {
     ) -> Result<()> {
         self.content = self.content.saturating_add(size);
         {
-            let _lock = self.cleanup.lock();
+            let _lock = self.files.cleanup().lock();
             std::fs::hard_link(installed, path).map_err(|e| self.io(path, e))?;
         }
-        self.shared.linked(installed, before);
+        self.files.shared.linked(installed, before);
         // The entry's data is not read: the archive skips it on the way to
         // the next entry, and fails there if the stream ends inside it.
         self.shared_files += 1;
@@ -232,43 +260,30 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Owner (as root), mode and mtime of a file just written. The owner
-    /// goes first: chown clears setuid and setgid bits.
-    /// Then hands the file to the writeback thread.
-    /// `blake3` is the content's, which [`Extractor::write_file`] proved: the
-    /// file goes into the record of proven inodes as it is now.
-    fn finish_file(
+    /// What a file written with [`Extractor::create_mode`] still needs:
+    /// owner (as root) and mode unless it was created with them, the
+    /// manifest's attributes, mtime; `blake3` is the content's, which the
+    /// writing proves: the file goes into the record of proven inodes.
+    pub(crate) fn finish_plan(
         &self,
-        file: File,
-        path: &Path,
         header: &tar::Header,
         mode: u32,
-        xattrs: Option<&xattrs::Xattrs>,
-        blake3: Option<&str>,
-    ) -> Result<()> {
-        let _lock = self.cleanup.lock();
-        if !self.created_final(header, mode) {
-            if self.as_root {
-                let (uid, gid) = owner(header);
-                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                    .map_err(|e| self.io(path, e))?;
-            }
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| self.io(path, e))?;
+        xattrs: Option<Box<xattrs::Xattrs>>,
+        blake3: Option<String>,
+    ) -> Finish {
+        let done = self.created_final(header, mode);
+        Finish {
+            owner: (!done && self.as_root).then(|| owner(header)),
+            mode: (!done).then_some(mode),
+            xattrs,
+            mtime: header.mtime().unwrap_or(0),
+            blake3,
         }
-        // After the owner (a chown clears a capability) and the mode (an
-        // ACL then keeps the group bits its mask gives).
-        if let Some(xattrs) = xattrs {
-            xattrs::apply_to_file(&file, xattrs).map_err(|e| self.io(path, e))?;
-        }
-        let mtime = timespec(header.mtime().unwrap_or(0));
-        nix::sys::stat::futimens(&file, &mtime, &mtime)
-            .map_err(|e| self.io(path, io::Error::from(e)))?;
-        if let (Some(blake3), Ok(meta)) = (blake3, file.metadata()) {
-            self.shared.record().insert(&meta, blake3);
-        }
-        self.writeback.push(file);
-        Ok(())
+    }
+
+    /// Finishes a file this thread wrote (see [`Files::finish`]).
+    fn finish_file(&self, file: File, path: &Path, finish: &Finish) -> Result<()> {
+        self.files.finish(file, path, finish)
     }
 
     /// What this run created at `rel`.
@@ -280,7 +295,7 @@ impl Extractor<'_> {
     /// Modes, owners and times of directories, deepest first, once nothing
     /// more is written into them.
     pub(crate) fn finish_dirs(&mut self) -> Result<()> {
-        let _lock = self.cleanup.lock();
+        let _lock = self.files.cleanup().lock();
         let fw_dir = self.tree.join(manifest::FW_DIR);
         std::fs::set_permissions(&fw_dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io(fw_dir.display(), e))?;

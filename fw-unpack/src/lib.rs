@@ -53,6 +53,7 @@ pub mod cli;
 
 mod archive;
 mod extractor;
+mod files;
 mod paths;
 mod staging;
 mod stream;

@@ -4,16 +4,17 @@
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fw_core::{Error, Result};
 
 /// The staging directory being written, shared with a signal handler that
-/// removes it. Every change to the file system happens under `lock`, so
-/// the handler never races a half-made entry.
+/// removes it. Every change to the file system happens under `lock` (shared
+/// between the threads that write files), so the handler, which takes it
+/// exclusively, never races a half-made entry.
 #[derive(Clone, Default)]
 pub struct Cleanup {
-    current: Arc<Mutex<Option<PathBuf>>>,
+    current: Arc<RwLock<Option<PathBuf>>>,
 }
 
 impl Cleanup {
@@ -21,15 +22,21 @@ impl Cleanup {
         Self::default()
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<PathBuf>> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    /// Held while changing the file system.
+    pub(crate) fn lock(&self) -> RwLockReadGuard<'_, Option<PathBuf>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held while setting or removing the directory being written.
+    pub(crate) fn exclusive(&self) -> RwLockWriteGuard<'_, Option<PathBuf>> {
+        self.current.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes the staging directory being written, if any, and keeps the
     /// lock so that nothing more is written; for a signal handler's thread
     /// that exits the process next.
     pub fn abort(&self) -> Option<PathBuf> {
-        let mut guard = self.lock();
+        let mut guard = self.exclusive();
         let removed = guard.take();
         if let Some(dir) = &removed {
             let _ = std::fs::remove_dir_all(dir);

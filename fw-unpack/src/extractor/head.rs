@@ -47,7 +47,7 @@ impl Extractor<'_> {
             self.tree = self.work.join(top);
             let fw_dir = self.tree.join(manifest::FW_DIR);
             {
-                let _lock = self.cleanup.lock();
+                let _lock = self.files.cleanup().lock();
                 std::fs::create_dir(&self.tree).map_err(|e| self.io(&self.tree, e))?;
                 std::fs::create_dir(&fw_dir).map_err(|e| self.io(&fw_dir, e))?;
             }
@@ -62,7 +62,8 @@ impl Extractor<'_> {
             // Straight to its file: the manifest is not held in memory.
             let create = self.create_mode(header, 0o644);
             let file = self.write_file(&display, &path, entry, size, None, create)?;
-            return self.finish_file(file, &path, header, 0o644, None, None);
+            let finish = self.finish_plan(header, 0o644, None, None);
+            return self.finish_file(file, &path, &finish);
         }
         let mut signature = Vec::with_capacity(size as usize);
         entry
@@ -71,7 +72,8 @@ impl Extractor<'_> {
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
         let create = self.create_mode(header, 0o644);
         let file = self.write_file(&display, &path, &mut &signature[..], size, None, create)?;
-        self.finish_file(file, &path, header, 0o644, None, None)?;
+        let finish = self.finish_plan(header, 0o644, None, None);
+        self.finish_file(file, &path, &finish)?;
 
         // Only JSON the vendor signed is parsed.
         let json_path = self.tree.join(MANIFEST_PATH);

@@ -10,7 +10,8 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use fw_core::manifest::{self, Kind};
 use fw_core::{xattrs, Result};
 
-use super::{owner, timespec, Extractor, PendingDir};
+use super::{owner, Extractor, PendingDir};
+use crate::files::timespec;
 use crate::paths::split_path;
 
 fn entry_kind_name(kind: tar::EntryType) -> &'static str {
@@ -187,7 +188,7 @@ impl Extractor<'_> {
                     rel != "." && mode & 0o700 == 0o700 && self.created_final(&header, mode);
                 if rel != "." {
                     use std::os::unix::fs::DirBuilderExt;
-                    let _lock = self.cleanup.lock();
+                    let _lock = self.files.cleanup().lock();
                     std::fs::DirBuilder::new()
                         .mode(if made_final { mode } else { 0o700 })
                         .create(&path)
@@ -217,7 +218,7 @@ impl Extractor<'_> {
                 if listed.target.as_deref() != Some(target.as_str()) {
                     return Err(self.refuse(&display, "its target differs from the manifest's"));
                 }
-                let _lock = self.cleanup.lock();
+                let _lock = self.files.cleanup().lock();
                 std::os::unix::fs::symlink(&target, &path).map_err(|e| self.io(&path, e))?;
                 if self.as_root && owner(&header) != self.creator {
                     let (uid, gid) = owner(&header);
@@ -236,27 +237,41 @@ impl Extractor<'_> {
             }
             tar::EntryType::Link => {
                 let target_rel = link_target.expect("checked above");
-                let _lock = self.cleanup.lock();
+                // The file it names may still be with a writer thread.
+                self.writers.wait_idle()?;
+                let _lock = self.files.cleanup().lock();
                 let first = self.tree.join(&target_rel);
                 let before = std::fs::symlink_metadata(&first).map_err(|e| self.io(&first, e))?;
                 // linkat without AT_SYMLINK_FOLLOW: the target is the file itself.
                 std::fs::hard_link(&first, &path).map_err(|e| self.io(&path, e))?;
                 // The link moved the inode's ctime: so does its record.
-                self.shared.linked(&first, &before);
+                self.files.shared.linked(&first, &before);
             }
             _ => {
                 let size = header.entry_size().unwrap_or(u64::MAX);
                 if Some(size) != listed.size {
                     return Err(self.refuse(&display, "its size differs from the manifest's"));
                 }
-                if let Some((installed, before)) = self.shared.find(listed) {
+                if let Some((installed, before)) = self.files.shared.find(listed) {
                     self.link_installed(&installed, &before, &path, size)?;
                 } else {
                     let create = self.create_mode(&header, mode);
-                    let file =
-                        self.write_file(&display, &path, entry, size, blake3.as_deref(), create)?;
-                    let xattrs = listed_xattrs.as_deref();
-                    self.finish_file(file, &path, &header, mode, xattrs, blake3.as_deref())?;
+                    let finish = self.finish_plan(&header, mode, listed_xattrs, blake3.clone());
+                    if Self::is_small(size) {
+                        // Marked created now: a hard link to it waits for
+                        // the writers first.
+                        self.write_small(&display, path, entry, size, create, finish)?;
+                    } else {
+                        let file = self.write_file(
+                            &display,
+                            &path,
+                            entry,
+                            size,
+                            blake3.as_deref(),
+                            create,
+                        )?;
+                        self.finish_file(file, &path, &finish)?;
+                    }
                 }
             }
         }
