@@ -524,13 +524,27 @@ fn unpack_delta_proves_every_file_and_never_reads_omitted_data() {
         &mut tar,
     )
     .unwrap();
-    let needle = &noise(600_000, 7)[1000..1032];
-    let at = tar.windows(32).position(|w| w == needle).unwrap();
-    tar[at] ^= 1;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let stderr = exits(&unpack_in(&fresh, &["--delta"], &gz.finish().unwrap()), 4);
-    assert!(stderr.contains("BLAKE3"), "{stderr}");
+    // big.bin is written in pieces by fw-unpack's writer threads, a small
+    // file whole: both are checked, and a refusal leaves nothing.
+    for (file, needle) in [
+        ("big.bin", noise(600_000, 7)[1000..1032].to_vec()),
+        // (new.bin's content; etc/new-copy.bin holds it first)
+        ("new-copy.bin", noise(50_000, 2)[1000..1032].to_vec()),
+    ] {
+        let mut tar = tar.clone();
+        let at = tar.windows(32).position(|w| w == needle).unwrap();
+        tar[at] ^= 1;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let stderr = exits(&unpack_in(&fresh, &["--delta"], &gz.finish().unwrap()), 4);
+        assert!(
+            stderr.contains("BLAKE3") && stderr.contains(file),
+            "{stderr}"
+        );
+        let staging = fresh.join(".fw/staging");
+        let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+        assert!(left.is_empty(), "{file}: nothing left behind: {left:?}");
+    }
 }
 
 #[test]

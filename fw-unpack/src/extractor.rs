@@ -19,7 +19,7 @@ use fw_core::manifest::{self, Kind, Manifest};
 use fw_core::trust::Signer;
 use fw_core::{xattrs, Error, Result};
 
-use crate::files::{tampered, timespec, Files, Finish, Job, Writers, SMALL};
+use crate::files::{tampered, timespec, Files, Finish, Job, Large, Task, Writers, PIECE, SMALL};
 use crate::stream::stream_error;
 
 pub(crate) const CHUNK: usize = 256 << 10;
@@ -225,11 +225,73 @@ impl Extractor<'_> {
         self.writers.submit(Job {
             seq: self.jobs,
             display: rel_display.to_string(),
-            path,
-            create_mode,
-            data: bytes,
-            finish,
+            task: Task::Small {
+                path,
+                create_mode,
+                data: bytes,
+                finish,
+            },
         })
+    }
+
+    /// Creates a large file and hands its bytes to the writer threads in
+    /// pieces, hashing them here in order; the file is finished once
+    /// every piece is written and the content matched `finish.blake3`.
+    fn write_large(
+        &mut self,
+        rel_display: &str,
+        path: PathBuf,
+        data: &mut dyn Read,
+        size: u64,
+        create_mode: u32,
+        finish: Finish,
+    ) -> Result<()> {
+        self.count_content(rel_display, size)?;
+        let large = Large::new(self.files.create(&path, create_mode)?, path);
+        self.jobs += 1;
+        let mut hasher = finish.blake3.as_ref().map(|_| blake3::Hasher::new());
+        let mut written = 0u64;
+        loop {
+            let want = (size - written.min(size)).clamp(1, PIECE as u64);
+            let mut piece = Vec::with_capacity(want as usize);
+            data.take(want)
+                .read_to_end(&mut piece)
+                .map_err(|e| stream_error(e, rel_display, self.max_bytes))?;
+            if piece.is_empty() {
+                break;
+            }
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&piece);
+            }
+            let at = written;
+            written += piece.len() as u64;
+            large.piece_out();
+            self.writers.submit(Job {
+                seq: self.jobs,
+                display: rel_display.to_string(),
+                task: Task::Piece {
+                    large: large.clone(),
+                    at,
+                    data: piece,
+                },
+            })?;
+        }
+        if written != size {
+            return Err(stream_error(
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+                rel_display,
+                self.max_bytes,
+            ));
+        }
+        if let (Some(hasher), Some(want)) = (hasher, &finish.blake3) {
+            if hasher.finalize().to_hex().as_str() != want {
+                return Err(tampered(rel_display));
+            }
+        }
+        if large.checked(finish) {
+            self.files.finish_large(&large)?;
+        }
+        Ok(())
     }
 
     /// Whether a file of `size` bytes goes to a writer thread.

@@ -1,7 +1,8 @@
 //! Writing regular files: the system calls of one file (exclusive create,
 //! data, owner, mode, attributes, times), its record as proven, and its
-//! early writeback ([`Files`]); small files on writer threads of their
-//! own ([`Writers`]).
+//! early writeback ([`Files`]), on writer threads of their own
+//! ([`Writers`]): a small file whole, a large one in pieces written at
+//! their offsets (the extractor hashes it in order as it reads it).
 //!
 //! Why threads: on a root filesystem (median file 14 KB) creating and
 //! writing files was 1.0 s of the extracting thread's 1.4 s of CPU in a
@@ -14,9 +15,11 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use nix::sys::time::TimeSpec;
 
@@ -26,12 +29,15 @@ use fw_core::{xattrs, Error, Result};
 use crate::staging::Cleanup;
 use crate::writeback::Writeback;
 
-/// Files at most this large are handed to a writer thread (their bytes
-/// read into memory first); larger ones are streamed by the extractor.
+/// Files at most this large are handed to a writer thread whole; larger
+/// ones in pieces of this size.
 pub(crate) const SMALL: u64 = 256 << 10;
-/// Bytes of small files waiting for a writer, at most.
-const QUEUED_BYTES: usize = 4 << 20;
+/// Bytes waiting for a writer, at most (fw-unpack's memory bound is
+/// 32 MiB, whatever the package).
+const QUEUED_BYTES: usize = 2 << 20;
 const QUEUED_FILES: usize = 256;
+/// The size of a large file's pieces.
+pub(crate) const PIECE: usize = 256 << 10;
 
 pub(crate) fn timespec(secs: u64) -> TimeSpec {
     TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0)
@@ -50,16 +56,73 @@ pub(crate) struct Finish {
     pub(crate) blake3: Option<String>,
 }
 
-/// A small file for a writer thread: everything checked but its content.
+/// Work for a writer thread: everything checked but the content.
 pub(crate) struct Job {
-    /// Its place in the archive: the first failure in archive order is
-    /// the one reported.
+    /// Its file's place in the archive: the first failure in archive
+    /// order is the one reported.
     pub(crate) seq: u64,
     pub(crate) display: String,
-    pub(crate) path: PathBuf,
-    pub(crate) create_mode: u32,
-    pub(crate) data: Vec<u8>,
-    pub(crate) finish: Finish,
+    pub(crate) task: Task,
+}
+
+pub(crate) enum Task {
+    /// A small file, whole: checked against `finish.blake3`, then made.
+    Small {
+        path: PathBuf,
+        create_mode: u32,
+        data: Vec<u8>,
+        finish: Finish,
+    },
+    /// A piece of a large file, at offset `at`.
+    Piece {
+        large: Arc<Large>,
+        at: u64,
+        data: Vec<u8>,
+    },
+}
+
+impl Job {
+    fn len(&self) -> usize {
+        match &self.task {
+            Task::Small { data, .. } | Task::Piece { data, .. } => data.len(),
+        }
+    }
+}
+
+/// A large file being written in pieces. Finished by whoever comes last:
+/// the writer of its last piece, or the extractor once it read the whole
+/// file and its hash matched (it may never: then nothing finishes it,
+/// and the refusal removes it).
+pub(crate) struct Large {
+    file: File,
+    path: PathBuf,
+    /// Pieces handed out and not yet written, plus one until the
+    /// extractor is done with the file.
+    left: AtomicUsize,
+    finish: Mutex<Option<Finish>>,
+}
+
+impl Large {
+    pub(crate) fn new(file: File, path: PathBuf) -> Arc<Large> {
+        Arc::new(Large {
+            file,
+            path,
+            left: AtomicUsize::new(1),
+            finish: Mutex::new(None),
+        })
+    }
+
+    /// One more piece handed to the writers.
+    pub(crate) fn piece_out(&self) {
+        self.left.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The extractor is done: its content matched. True if every piece
+    /// is written too, and so the caller finishes it.
+    pub(crate) fn checked(&self, finish: Finish) -> bool {
+        *self.finish.lock().unwrap_or_else(|e| e.into_inner()) = Some(finish);
+        self.left.fetch_sub(1, Ordering::AcqRel) == 1
+    }
 }
 
 /// Where files are written from: the cleanup lock, the record of proven
@@ -105,10 +168,16 @@ impl<'a> Files<'a> {
     /// then its record as proven and its writeback. The owner goes first:
     /// chown clears setuid and setgid bits, and a capability.
     pub(crate) fn finish(&self, file: File, path: &Path, finish: &Finish) -> Result<()> {
+        self.apply(&file, path, finish)?;
+        self.writeback.push(file);
+        Ok(())
+    }
+
+    fn apply(&self, file: &File, path: &Path, finish: &Finish) -> Result<()> {
         let io = |e: io::Error| Error::io(path.display(), e);
         let _lock = self.cleanup.lock();
         if let Some((uid, gid)) = finish.owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io)?;
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(io)?;
         }
         if let Some(mode) = finish.mode {
             file.set_permissions(std::fs::Permissions::from_mode(mode))
@@ -116,28 +185,66 @@ impl<'a> Files<'a> {
         }
         // After the mode: an ACL then keeps the group bits its mask gives.
         if let Some(xattrs) = &finish.xattrs {
-            xattrs::apply_to_file(&file, xattrs).map_err(io)?;
+            xattrs::apply_to_file(file, xattrs).map_err(io)?;
         }
         let mtime = timespec(finish.mtime);
-        nix::sys::stat::futimens(&file, &mtime, &mtime).map_err(|e| io(e.into()))?;
+        nix::sys::stat::futimens(file, &mtime, &mtime).map_err(|e| io(e.into()))?;
         if let (Some(blake3), Ok(meta)) = (&finish.blake3, file.metadata()) {
             self.shared.record().insert(&meta, blake3);
         }
-        self.writeback.push(file);
         Ok(())
     }
 
-    /// A writer thread's work: the content checked against the manifest,
-    /// then the file created, written and finished.
-    fn write_small(&self, job: &Job) -> Result<()> {
-        if let Some(want) = &job.finish.blake3 {
-            if blake3::hash(&job.data).to_hex().as_str() != want {
-                return Err(tampered(&job.display));
+    /// Finishes a large file once every piece is written and its content
+    /// checked.
+    pub(crate) fn finish_large(&self, large: &Large) -> Result<()> {
+        let finish = large
+            .finish
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(finish) = finish else {
+            return Ok(());
+        };
+        self.apply(&large.file, &large.path, &finish)?;
+        if let Ok(file) = large.file.try_clone() {
+            self.writeback.push(file);
+        }
+        Ok(())
+    }
+
+    /// A writer thread's work.
+    fn write_job(&self, job: &Job) -> Result<()> {
+        match &job.task {
+            Task::Small {
+                path,
+                create_mode,
+                data,
+                finish,
+            } => {
+                if let Some(want) = &finish.blake3 {
+                    if blake3::hash(data).to_hex().as_str() != want {
+                        return Err(tampered(&job.display));
+                    }
+                }
+                let mut file = self.create(path, *create_mode)?;
+                self.write(&mut file, path, data)?;
+                self.finish(file, path, finish)
+            }
+            Task::Piece { large, at, data } => {
+                {
+                    let _lock = self.cleanup.lock();
+                    large
+                        .file
+                        .write_all_at(data, *at)
+                        .map_err(|e| Error::io(large.path.display(), e))?;
+                }
+                match large.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    true => self.finish_large(large),
+                    false => Ok(()),
+                }
             }
         }
-        let mut file = self.create(&job.path, job.create_mode)?;
-        self.write(&mut file, &job.path, &job.data)?;
-        self.finish(file, &job.path, &job.finish)
     }
 }
 
@@ -183,7 +290,7 @@ impl Writers {
                 let mut state = self.state();
                 loop {
                     if let Some(job) = state.queue.pop_front() {
-                        state.bytes -= job.data.len();
+                        state.bytes -= job.len();
                         state.busy += 1;
                         break (job, state.failed.is_some());
                     }
@@ -194,11 +301,7 @@ impl Writers {
                 }
             };
             self.done.notify_all();
-            let result = if skip {
-                Ok(())
-            } else {
-                files.write_small(&job)
-            };
+            let result = if skip { Ok(()) } else { files.write_job(&job) };
             let mut state = self.state();
             state.busy -= 1;
             if let Err(e) = result {
@@ -220,10 +323,9 @@ impl Writers {
                 drop(state);
                 return self.wait_idle();
             }
-            let fits =
-                state.bytes + job.data.len() <= QUEUED_BYTES && state.queue.len() < QUEUED_FILES;
+            let fits = state.bytes + job.len() <= QUEUED_BYTES && state.queue.len() < QUEUED_FILES;
             if fits || state.queue.is_empty() {
-                state.bytes += job.data.len();
+                state.bytes += job.len();
                 state.queue.push_back(job);
                 drop(state);
                 self.work.notify_one();
@@ -263,32 +365,42 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
-/// How many writer threads: one per core, up to 4 (ext4 serializes
-/// creations in one directory anyway).
+/// How many writer threads: half the cores (the other half inflates),
+/// at least one. On 2 cores, one writer and two did the same within the
+/// noise (fresh install of the debootstrap pair, 4 runs each), and
+/// creations in one directory take its lock in turn anyway.
 pub(crate) fn writer_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+        .div_ceil(2)
         .clamp(1, 4)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn finish(blake3: String) -> Finish {
+        Finish {
+            owner: None,
+            mode: Some(0o640),
+            xattrs: None,
+            mtime: 1,
+            blake3: Some(blake3),
+        }
+    }
 
     fn job(seq: u64, path: PathBuf, data: &[u8], blake3: String) -> Job {
         Job {
             seq,
             display: format!("entry-{seq}"),
-            path,
-            create_mode: 0o644,
-            data: data.to_vec(),
-            finish: Finish {
-                owner: None,
-                mode: None,
-                xattrs: None,
-                mtime: 1,
-                blake3: Some(blake3),
+            task: Task::Small {
+                path,
+                create_mode: 0o644,
+                data: data.to_vec(),
+                finish: finish(blake3),
             },
         }
     }
@@ -332,5 +444,56 @@ mod tests {
             !at("f30").exists(),
             "content that does not verify is never written"
         );
+    }
+
+    #[test]
+    fn a_large_file_is_finished_by_whoever_comes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cleanup, shared) = (Cleanup::new(), SharedFiles::default());
+        let files = Files::new(&cleanup, &shared);
+        let content: Vec<u8> = (0..3 * PIECE + 7).map(|i| (i % 251) as u8).collect();
+        let hash = blake3::hash(&content).to_hex().to_string();
+        // The extractor done first (its share released before the pieces
+        // are written), or last.
+        for (name, checked_first) in [("first", true), ("last", false)] {
+            let path = dir.path().join(name);
+            let large = Large::new(files.create(&path, 0o600).unwrap(), path.clone());
+            let pieces: Vec<_> = content.chunks(PIECE).enumerate().collect();
+            for _ in &pieces {
+                large.piece_out();
+            }
+            if checked_first {
+                assert!(!large.checked(finish(hash.clone())));
+            }
+            let writers = Writers::default();
+            std::thread::scope(|scope| {
+                let _close = CloseOnDrop(&writers);
+                scope.spawn(|| writers.run(&files));
+                for (i, piece) in pieces.iter().rev() {
+                    let task = Task::Piece {
+                        large: large.clone(),
+                        at: (i * PIECE) as u64,
+                        data: piece.to_vec(),
+                    };
+                    let display = name.to_string();
+                    writers
+                        .submit(Job {
+                            seq: 1,
+                            display,
+                            task,
+                        })
+                        .unwrap();
+                }
+                writers.wait_idle().unwrap();
+            });
+            if !checked_first {
+                assert!(large.checked(finish(hash.clone())));
+                files.finish_large(&large).unwrap();
+            }
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), content, "{name}");
+            assert_eq!(meta.mode() & 0o7777, 0o640, "{name}: finished");
+            assert_eq!(meta.mtime(), 1, "{name}: finished");
+        }
     }
 }

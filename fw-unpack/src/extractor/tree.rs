@@ -257,20 +257,12 @@ impl Extractor<'_> {
                 } else {
                     let create = self.create_mode(&header, mode);
                     let finish = self.finish_plan(&header, mode, listed_xattrs, blake3.clone());
+                    // Marked created now: a hard link to it waits for the
+                    // writers first.
                     if Self::is_small(size) {
-                        // Marked created now: a hard link to it waits for
-                        // the writers first.
                         self.write_small(&display, path, entry, size, create, finish)?;
                     } else {
-                        let file = self.write_file(
-                            &display,
-                            &path,
-                            entry,
-                            size,
-                            blake3.as_deref(),
-                            create,
-                        )?;
-                        self.finish_file(file, &path, &finish)?;
+                        self.write_large(&display, path, entry, size, create, finish)?;
                     }
                 }
             }
