@@ -36,6 +36,8 @@ pub(crate) const SMALL: u64 = 256 << 10;
 /// 32 MiB, whatever the package).
 const QUEUED_BYTES: usize = 2 << 20;
 const QUEUED_FILES: usize = 256;
+/// Jobs a writer takes at once.
+const BATCH: usize = 16;
 /// The size of a large file's pieces.
 pub(crate) const PIECE: usize = 256 << 10;
 
@@ -271,7 +273,12 @@ pub(crate) struct Writers {
 struct State {
     queue: VecDeque<Job>,
     bytes: usize,
+    /// Jobs taken by writers and not yet done.
     busy: usize,
+    /// Writers asleep for lack of jobs.
+    sleeping: usize,
+    /// The extractor asleep for lack of room, or until all is done.
+    extractor_waits: bool,
     closed: bool,
     /// The failure of the earliest job in archive order.
     failed: Option<(u64, Error)>,
@@ -282,35 +289,56 @@ impl Writers {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A writer thread: takes jobs until [`Writers::close`]. After a
-    /// failure, later jobs are dropped unwritten.
+    fn wait<'a>(&self, cv: &Condvar, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        cv.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A writer thread: takes jobs, a few at a time, until
+    /// [`Writers::close`]. After a failure, later jobs are dropped
+    /// unwritten. Each side wakes the other only when it sleeps: a
+    /// hand-over per file cost more than creating a small file.
     pub(crate) fn run(&self, files: &Files) {
+        let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+        let mut failure: Option<(u64, Error)> = None;
         loop {
-            let (job, skip) = {
+            let skip = {
                 let mut state = self.state();
+                state.busy -= batch.len();
+                batch.clear();
+                if let Some((seq, e)) = failure.take() {
+                    if state.failed.as_ref().is_none_or(|(first, _)| seq < *first) {
+                        state.failed = Some((seq, e));
+                    }
+                }
                 loop {
-                    if let Some(job) = state.queue.pop_front() {
-                        state.bytes -= job.len();
-                        state.busy += 1;
-                        break (job, state.failed.is_some());
+                    if !state.queue.is_empty() {
+                        let take = state.queue.len().min(BATCH);
+                        batch.extend(state.queue.drain(..take));
+                        state.bytes -= batch.iter().map(Job::len).sum::<usize>();
+                        state.busy += take;
+                        // Refilled while this batch is written.
+                        if state.extractor_waits && state.queue.len() <= QUEUED_FILES / 2 {
+                            self.done.notify_one();
+                        }
+                        break state.failed.is_some();
+                    }
+                    if state.extractor_waits {
+                        self.done.notify_one();
                     }
                     if state.closed {
                         return;
                     }
-                    state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.sleeping += 1;
+                    state = self.wait(&self.work, state);
+                    state.sleeping -= 1;
                 }
             };
-            self.done.notify_all();
-            let result = if skip { Ok(()) } else { files.write_job(&job) };
-            let mut state = self.state();
-            state.busy -= 1;
-            if let Err(e) = result {
-                if state.failed.as_ref().is_none_or(|(seq, _)| job.seq < *seq) {
-                    state.failed = Some((job.seq, e));
+            for job in batch.iter().filter(|_| !skip) {
+                if let Err(e) = files.write_job(job) {
+                    failure = Some((job.seq, e));
+                    break;
                 }
             }
-            drop(state);
-            self.done.notify_all();
         }
     }
 
@@ -327,12 +355,25 @@ impl Writers {
             if fits || state.queue.is_empty() {
                 state.bytes += job.len();
                 state.queue.push_back(job);
-                drop(state);
-                self.work.notify_one();
+                if state.sleeping > 0 {
+                    self.work.notify_one();
+                }
                 return Ok(());
             }
-            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.wait_for_writers(state);
         }
+    }
+
+    /// Sleeps until a writer has taken all it can: room in the queue, or
+    /// every job done.
+    fn wait_for_writers<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if state.sleeping > 0 {
+            self.work.notify_all();
+        }
+        state.extractor_waits = true;
+        state = self.wait(&self.done, state);
+        state.extractor_waits = false;
+        state
     }
 
     /// Waits until every job queued is done: Err with the first failure
@@ -340,7 +381,7 @@ impl Writers {
     pub(crate) fn wait_idle(&self) -> Result<()> {
         let mut state = self.state();
         while !state.queue.is_empty() || state.busy > 0 {
-            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.wait_for_writers(state);
         }
         match &state.failed {
             Some((_, e)) => Err(Error::new(e.code, e.message.clone())),

@@ -1,53 +1,118 @@
 //! Early writeback of the files written (see [`Writeback`]).
 
 use std::fs::File;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Files handed over before the thread is woken: waking it for each file
+/// cost more than the hint saves on small files.
+const WAKE_AT: usize = 32;
+/// Files (open descriptors) waiting, at most.
+const MAX_WAITING: usize = 256;
 
 /// Starts writing each finished file's pages to disk, in a thread of its
 /// own, so that fw-fixate's syncfs finds most of the tree already written
 /// instead of paying for all of it after the unpack (on ext4 this is also
-/// when blocks are allocated: work taken off the extracting thread). Only
+/// when blocks are allocated: work taken off the writing threads). Only
 /// a hint: errors are ignored, syncfs reports them.
 pub(crate) struct Writeback {
-    files: Option<std::sync::mpsc::SyncSender<File>>,
+    shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Files to write, or the end: for the thread.
+    work: Condvar,
+    /// Room: for those handing files over.
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    files: Vec<File>,
+    asleep: bool,
+    full: bool,
+    closed: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Writeback {
     pub(crate) fn start() -> Writeback {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<File>(256);
+        let shared = Arc::new(Shared::default());
+        let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("fw-writeback".into())
-            .spawn(move || {
-                use std::os::fd::AsRawFd;
-                for file in rx {
-                    // SAFETY: a plain syscall on a descriptor we own; no memory
-                    // is passed.
-                    unsafe {
-                        nix::libc::sync_file_range(
-                            file.as_raw_fd(),
-                            0,
-                            0,
-                            nix::libc::SYNC_FILE_RANGE_WRITE,
-                        );
-                    }
-                }
-            });
+            .spawn(move || run(&worker));
         Writeback {
-            files: Some(tx),
+            shared,
             thread: thread.ok(),
         }
     }
 
     pub(crate) fn push(&self, file: File) {
-        if let Some(files) = &self.files {
-            let _ = files.send(file);
+        if self.thread.is_none() {
+            return;
+        }
+        let mut state = self.shared.state();
+        while state.files.len() >= MAX_WAITING && !state.closed {
+            state.full = true;
+            self.shared.work.notify_one();
+            state = self
+                .shared
+                .room
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        state.files.push(file);
+        if state.asleep && state.files.len() >= WAKE_AT {
+            self.shared.work.notify_one();
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let files = {
+            let mut state = shared.state();
+            while state.files.is_empty() && !state.closed {
+                state.asleep = true;
+                state = shared.work.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.asleep = false;
+            }
+            if state.files.is_empty() {
+                return;
+            }
+            if std::mem::take(&mut state.full) {
+                shared.room.notify_all();
+            }
+            std::mem::take(&mut state.files)
+        };
+        for file in files {
+            // SAFETY: a plain syscall on a descriptor we own; no memory
+            // is passed.
+            unsafe {
+                nix::libc::sync_file_range(
+                    file.as_raw_fd(),
+                    0,
+                    0,
+                    nix::libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
         }
     }
 }
 
 impl Drop for Writeback {
     fn drop(&mut self) {
-        self.files.take();
+        self.shared.state().closed = true;
+        self.shared.work.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
