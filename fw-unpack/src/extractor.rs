@@ -197,9 +197,11 @@ impl Extractor<'_> {
         Ok(file)
     }
 
-    /// Reads a small file's bytes and hands it to a writer thread, which
-    /// checks them against `finish.blake3` and writes the file.
-    fn write_small(
+    /// Hands a regular file's content to the writer threads: a small
+    /// file whole (the writer checks it against `finish.blake3`), a large
+    /// one created here and handed over in pieces, hashed here in order
+    /// and finished once every piece is written and the content matched.
+    fn write_content(
         &mut self,
         rel_display: &str,
         path: PathBuf,
@@ -209,46 +211,36 @@ impl Extractor<'_> {
         finish: Finish,
     ) -> Result<()> {
         self.count_content(rel_display, size)?;
-        // At most SMALL: the caller checked.
-        let mut bytes = Vec::with_capacity(size as usize);
-        data.take(size)
-            .read_to_end(&mut bytes)
-            .map_err(|e| stream_error(e, rel_display, self.max_bytes))?;
-        if bytes.len() as u64 != size {
-            return Err(stream_error(
+        self.jobs += 1;
+        let seq = self.jobs;
+        let job = |task| Job {
+            seq,
+            display: rel_display.to_string(),
+            task,
+        };
+        let short = || {
+            stream_error(
                 io::Error::from(io::ErrorKind::UnexpectedEof),
                 rel_display,
                 self.max_bytes,
-            ));
-        }
-        self.jobs += 1;
-        self.writers.submit(Job {
-            seq: self.jobs,
-            display: rel_display.to_string(),
-            task: Task::Small {
+            )
+        };
+        if size <= SMALL {
+            let mut bytes = Vec::with_capacity(size as usize);
+            data.take(size)
+                .read_to_end(&mut bytes)
+                .map_err(|e| stream_error(e, rel_display, self.max_bytes))?;
+            if bytes.len() as u64 != size {
+                return Err(short());
+            }
+            return self.writers.submit(job(Task::Small {
                 path,
                 create_mode,
                 data: bytes,
                 finish,
-            },
-        })
-    }
-
-    /// Creates a large file and hands its bytes to the writer threads in
-    /// pieces, hashing them here in order; the file is finished once
-    /// every piece is written and the content matched `finish.blake3`.
-    fn write_large(
-        &mut self,
-        rel_display: &str,
-        path: PathBuf,
-        data: &mut dyn Read,
-        size: u64,
-        create_mode: u32,
-        finish: Finish,
-    ) -> Result<()> {
-        self.count_content(rel_display, size)?;
+            }));
+        }
         let large = Large::new(self.files.create(&path, create_mode)?, path);
-        self.jobs += 1;
         let mut hasher = finish.blake3.as_ref().map(|_| blake3::Hasher::new());
         let mut written = 0u64;
         loop {
@@ -266,22 +258,14 @@ impl Extractor<'_> {
             let at = written;
             written += piece.len() as u64;
             large.piece_out();
-            self.writers.submit(Job {
-                seq: self.jobs,
-                display: rel_display.to_string(),
-                task: Task::Piece {
-                    large: large.clone(),
-                    at,
-                    data: piece,
-                },
-            })?;
+            self.writers.submit(job(Task::Piece {
+                large: large.clone(),
+                at,
+                data: piece,
+            }))?;
         }
         if written != size {
-            return Err(stream_error(
-                io::Error::from(io::ErrorKind::UnexpectedEof),
-                rel_display,
-                self.max_bytes,
-            ));
+            return Err(short());
         }
         if let (Some(hasher), Some(want)) = (hasher, &finish.blake3) {
             if hasher.finalize().to_hex().as_str() != want {
@@ -292,11 +276,6 @@ impl Extractor<'_> {
             self.files.finish_large(&large)?;
         }
         Ok(())
-    }
-
-    /// Whether a file of `size` bytes goes to a writer thread.
-    pub(crate) fn is_small(size: u64) -> bool {
-        size <= SMALL
     }
 
     /// The upgrade fast path: links an identical installed file into the

@@ -259,11 +259,7 @@ impl Extractor<'_> {
                     let finish = self.finish_plan(&header, mode, listed_xattrs, blake3.clone());
                     // Marked created now: a hard link to it waits for the
                     // writers first.
-                    if Self::is_small(size) {
-                        self.write_small(&display, path, entry, size, create, finish)?;
-                    } else {
-                        self.write_large(&display, path, entry, size, create, finish)?;
-                    }
+                    self.write_content(&display, path, entry, size, create, finish)?;
                 }
             }
         }
