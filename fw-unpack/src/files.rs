@@ -32,7 +32,7 @@ use crate::writeback::Writeback;
 /// Files at most this large are handed to a writer thread whole; larger
 /// ones in pieces of this size.
 pub(crate) const SMALL: u64 = 256 << 10;
-/// Bytes waiting for a writer, at most (fw-unpack's memory bound is
+/// Bytes queued or being written, at most (fw-unpack's memory bound is
 /// 32 MiB, whatever the package).
 const QUEUED_BYTES: usize = 2 << 20;
 const QUEUED_FILES: usize = 256;
@@ -272,6 +272,7 @@ pub(crate) struct Writers {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Job>,
+    /// Of the jobs queued and those being written.
     bytes: usize,
     /// Jobs taken by writers and not yet done.
     busy: usize,
@@ -304,6 +305,10 @@ impl Writers {
             let skip = {
                 let mut state = self.state();
                 state.busy -= batch.len();
+                state.bytes -= batch.iter().map(Job::len).sum::<usize>();
+                if state.extractor_waits && !batch.is_empty() {
+                    self.done.notify_one();
+                }
                 batch.clear();
                 if let Some((seq, e)) = failure.take() {
                     if state.failed.as_ref().is_none_or(|(first, _)| seq < *first) {
@@ -314,7 +319,6 @@ impl Writers {
                     if !state.queue.is_empty() {
                         let take = state.queue.len().min(BATCH);
                         batch.extend(state.queue.drain(..take));
-                        state.bytes -= batch.iter().map(Job::len).sum::<usize>();
                         state.busy += take;
                         // Refilled while this batch is written.
                         if state.extractor_waits && state.queue.len() <= QUEUED_FILES / 2 {
