@@ -66,7 +66,7 @@ pub(crate) struct Extractor<'a> {
     /// Where files are written, by this thread or by `writers`.
     files: &'a Files<'a>,
     writers: &'a Writers,
-    /// Tree entries handed on so far: a job's place in the archive.
+    /// Files handed to the writers so far: a job's place in the archive.
     jobs: u64,
     keyring: &'a Keyring,
     /// Who signed the manifest.
@@ -153,22 +153,22 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Creates a file with `data`'s bytes, never following or replacing
-    /// anything, with the mode [`Extractor::create_mode`] gives.
+    /// Creates one of `.fw/`'s files (the manifest, its signature) here,
+    /// with `data`'s bytes, never following or replacing anything, with
+    /// the mode [`Extractor::create_mode`] gives; the tree's files go to
+    /// [`Extractor::write_content`].
     fn write_file(
         &mut self,
         rel_display: &str,
         path: &Path,
         data: &mut dyn Read,
         size: u64,
-        blake3: Option<&str>,
         mode: u32,
     ) -> Result<File> {
         self.count_content(rel_display, size)?;
         let mut file = self.files.create(path, mode)?;
         let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
         let mut written = 0u64;
-        let mut hasher = blake3.map(|_| blake3::Hasher::new());
         loop {
             let n = match data.read(&mut buf) {
                 Ok(0) => break,
@@ -176,16 +176,8 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(stream_error(e, rel_display, self.max_bytes)),
             };
-            if let Some(hasher) = &mut hasher {
-                hasher.update(&buf[..n]);
-            }
             self.files.write(&mut file, path, &buf[..n])?;
             written += n as u64;
-        }
-        if let (Some(hasher), Some(want)) = (hasher, blake3) {
-            if written == size && hasher.finalize().to_hex().as_str() != want {
-                return Err(tampered(rel_display));
-            }
         }
         if written != size {
             return Err(stream_error(

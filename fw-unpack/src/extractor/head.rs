@@ -61,7 +61,7 @@ impl Extractor<'_> {
         if index == 0 {
             // Straight to its file: the manifest is not held in memory.
             let create = self.create_mode(header, 0o644);
-            let file = self.write_file(&display, &path, entry, size, None, create)?;
+            let file = self.write_file(&display, &path, entry, size, create)?;
             let finish = self.finish_plan(header, 0o644, None, None);
             return self.finish_file(file, &path, &finish);
         }
@@ -71,7 +71,7 @@ impl Extractor<'_> {
             .read_to_end(&mut signature)
             .map_err(|e| stream_error(e, &display, self.max_bytes))?;
         let create = self.create_mode(header, 0o644);
-        let file = self.write_file(&display, &path, &mut &signature[..], size, None, create)?;
+        let file = self.write_file(&display, &path, &mut &signature[..], size, create)?;
         let finish = self.finish_plan(header, 0o644, None, None);
         self.finish_file(file, &path, &finish)?;
 
