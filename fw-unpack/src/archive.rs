@@ -90,7 +90,7 @@ pub fn unpack<R: Read + Send + 'static>(
     result
 }
 
-/// [`extract_entries`] with writer threads for small files (see
+/// [`extract_entries`] with writer threads for the tree's files (see
 /// [`crate::files`]), every one done before the result.
 fn extract<R: Read + Send + 'static>(
     input: R,
@@ -177,7 +177,7 @@ fn extract_entries<R: Read + Send + 'static>(
         }
         Ok(())
     })();
-    // Every small file written before anything else is decided; a writer's
+    // Every file written before anything else is decided; a writer's
     // failure comes from an earlier entry than the walk's own.
     let written = writers.wait_idle();
     written.and(walked)?;

@@ -260,7 +260,7 @@ pub(crate) fn tampered(display: &str) -> Error {
     ))
 }
 
-/// Small files waiting for, or being written by, the writer threads.
+/// Files (or pieces of them) waiting for, or being written by, the writer threads.
 /// Bounded ([`QUEUED_BYTES`]), so memory stays flat.
 #[derive(Default)]
 pub(crate) struct Writers {

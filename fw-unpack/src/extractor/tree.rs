@@ -256,7 +256,7 @@ impl Extractor<'_> {
                     self.link_installed(&installed, &before, &path, size)?;
                 } else {
                     let create = self.create_mode(&header, mode);
-                    let finish = self.finish_plan(&header, mode, listed_xattrs, blake3.clone());
+                    let finish = self.finish_plan(&header, mode, listed_xattrs, blake3);
                     // Marked created now: a hard link to it waits for the
                     // writers first.
                     self.write_content(&display, path, entry, size, create, finish)?;
