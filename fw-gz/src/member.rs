@@ -6,17 +6,16 @@
 use std::cell::RefCell;
 use std::io::{self, Read};
 
-use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-// One deflate and one inflate state per thread, reset for each member
-// rather than made anew: a package whose small files have members of their
-// own has tens of thousands, and a new zlib state allocates and clears
-// about 300 KB (deflate) or 40 KB (inflate), which cost more than
-// compressing or inflating a small file (page faults and clearing showed
-// as ~4% of fw-unpack's and fw-sign's profiles on a root filesystem).
+// One deflate state per thread, reset for each member rather than made
+// anew: a package whose small files have members of their own has tens of
+// thousands, and a new zlib state allocates and clears about 300 KB, which
+// cost more than compressing a small file (page faults and clearing showed
+// as ~4% of fw-sign's profile on a root filesystem). Inflating keeps its
+// own per thread (crate::inflate).
 thread_local! {
     static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
-    static INFLATE: RefCell<Option<Decompress>> = const { RefCell::new(None) };
 }
 
 /// Appends the raw deflate stream of `data` to `out`.
@@ -269,27 +268,13 @@ pub(crate) fn inflate_member(member: &[u8], header_len: usize, at: u64) -> io::R
     }
     // One byte of room past the declared size, so that more output than
     // declared shows instead of being cut silently.
-    let mut out = Vec::with_capacity(size + 1);
-    let (status, total_in) = INFLATE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let inflate = match &mut *slot {
-            Some(inflate) => {
-                inflate.reset(false);
-                inflate
-            }
-            None => slot.insert(Decompress::new(false)),
-        };
-        inflate
-            .decompress_vec(body, &mut out, FlushDecompress::Finish)
-            .map(|status| (status, inflate.total_in()))
-            .map_err(|e| corrupt(at, format!("corrupt deflate data ({e})")))
-    })?;
-    if status != Status::StreamEnd || total_in != body.len() as u64 {
-        return Err(corrupt(
+    let out = crate::inflate::inflate(body, size + 1).map_err(|why| match why {
+        crate::inflate::Refused::Corrupt => corrupt(
             at,
-            "its deflate data does not end where its length says",
-        ));
-    }
+            "corrupt deflate data, or it does not end where its length says",
+        ),
+        crate::inflate::Refused::TooLong => corrupt(at, "inflates to more than its trailer says"),
+    })?;
     let mut check = Crc::new();
     check.update(&out);
     if out.len() != size || check.sum() != crc {
