@@ -658,3 +658,43 @@ fn an_upgrade_heals_a_damaged_shared_file_and_names_who_shares_it() {
     ok(s.verify(&v3, &["--full"]));
     fails_with(s.verify(&v1, &[]), 5);
 }
+
+/// fw-unpack leaves nothing it wrote in the page cache: each file's pages
+/// are dropped once on disk, so that a large install does not push a
+/// device's running programs out of memory (docs/design.md, "Before the
+/// verdict"). `fincore` (util-linux) counts a file's resident pages.
+#[test]
+fn unpacked_files_leave_the_page_cache() {
+    // In the build's own directory: a tmpfs /tmp keeps every page, by
+    // design of tmpfs, and would prove nothing.
+    let tmp = TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let keys = Keys::new(&tmp.path().join("keys"));
+    let target = tmp.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let s = Setup { tmp, keys, target };
+    let tree = s.tmp.path().join("fw");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("big"), noise(6 << 20, 3)).unwrap();
+    for i in 0..40 {
+        std::fs::write(tree.join(format!("etc/small-{i}")), noise(3000 + i, i as u64)).unwrap();
+    }
+    let staged = s.unpack(&s.pack(&tree, &[]));
+    let files: Vec<PathBuf> = walk(&staged)
+        .into_iter()
+        .filter(|p| p.is_file() && !p.starts_with(staged.join(".fw")))
+        .collect();
+    assert_eq!(files.len(), 41);
+    let out = ok(run(
+        Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--raw", "--output", "RES,FILE"])
+            .args(&files),
+        b"",
+    ));
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), 41, "{out}");
+    for line in out.lines() {
+        assert!(line.starts_with("0 "), "still cached: {line}");
+    }
+    // And what is on disk is what was signed.
+    ok(s.verify(&staged, &["--full"]));
+}

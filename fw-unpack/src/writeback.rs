@@ -14,6 +14,16 @@ const MAX_WAITING: usize = 256;
 /// instead of paying for all of it after the unpack (on ext4 this is also
 /// when blocks are allocated: work taken off the writing threads). Only
 /// a hint: errors are ignored, syncfs reports them.
+///
+/// Once a file is on disk its pages leave the page cache
+/// (`POSIX_FADV_DONTNEED`): nothing reads a new version before it boots,
+/// and a device's memory is mostly page cache already, so every page a
+/// large install leaves cached must be reclaimed from the device's
+/// running programs, and every page it writes waits for one to be
+/// reclaimed. Dropping its own pages lets fw-unpack reuse them. Measured
+/// here on a fresh install of the debootstrap tree (650 MB, 24 GiB of
+/// which 22 GiB page cache, 4 alternating runs): fw-unpack 1.9–2.6 s with
+/// 1.1 s of system time, against 2.5–5.3 s and 2.4–3.7 s keeping them.
 pub(crate) struct Writeback {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -77,7 +87,6 @@ impl Writeback {
 }
 
 fn run(shared: &Shared) {
-    use std::os::fd::AsRawFd;
     loop {
         let files = {
             let mut state = shared.state();
@@ -94,18 +103,34 @@ fn run(shared: &Shared) {
             }
             std::mem::take(&mut state.files)
         };
-        for file in files {
-            // SAFETY: a plain syscall on a descriptor we own; no memory
-            // is passed.
-            unsafe {
-                nix::libc::sync_file_range(
-                    file.as_raw_fd(),
-                    0,
-                    0,
-                    nix::libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+        // Start writing the whole batch, then wait for each file and
+        // drop its pages from the page cache.
+        for file in &files {
+            sync_file_range(file, nix::libc::SYNC_FILE_RANGE_WRITE);
         }
+        for file in &files {
+            sync_file_range(
+                file,
+                nix::libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | nix::libc::SYNC_FILE_RANGE_WRITE
+                    | nix::libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
+            let _ = nix::fcntl::posix_fadvise(
+                file,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+}
+
+fn sync_file_range(file: &File, flags: u32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own; no memory is
+    // passed. Errors are ignored: a hint (syncfs reports them).
+    unsafe {
+        nix::libc::sync_file_range(file.as_raw_fd(), 0, 0, flags);
     }
 }
 
