@@ -166,6 +166,20 @@ fn exits(output: &Output, code: i32) -> String {
     stderr
 }
 
+/// Gives a package packed during the test an mtime an hour back. nginx's
+/// ETag is the file's mtime in seconds and its size: two packages of the
+/// same size packed within one second share it, the If-Range then matches
+/// and fw-fetch finds the change by the content instead (exit 4, not 5: a
+/// flake seen twice). A later publication's differs.
+fn published_apart(package: &Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(package)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+}
+
 fn start_nginx(d: &Device) -> Nginx {
     Nginx::start(&d.tmp.path().join("nginx"), &d.www, "")
 }
@@ -390,17 +404,7 @@ fn a_package_swapped_between_requests_is_refused() {
     let other = tree(&d.tmp.path().join("other"), 2);
     std::fs::write(other.join("etc/app/config"), b"level = 2\n").unwrap();
     d.pack(&other, "swap.fw", true, &["--version", "2b"]);
-    // nginx's ETag is the file's mtime in seconds and its size: two
-    // packages of the same size packed within one second share it (the
-    // If-Range then matches and fw-fetch finds the swap by the content
-    // instead: exit 4, a flake seen once). A later publication's differs.
-    let swap = std::fs::File::options()
-        .write(true)
-        .open(d.www.join("swap.fw"))
-        .unwrap();
-    swap.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
-        .unwrap();
-    drop(swap);
+    published_apart(&d.www.join("swap.fw"));
     let nginx = start_nginx(&d);
     let proxy = LyingProxy::start(d.tmp.path(), &nginx);
     proxy.lie("swap:swap.fw", 2);
@@ -475,6 +479,7 @@ fn an_interrupted_fetch_resumes_and_an_etag_change_on_resume_is_refused() {
     let other = tree(&d.tmp.path().join("other"), 2);
     std::fs::write(other.join("etc/app/config"), b"level = 3\n").unwrap();
     d.pack(&other, "v2.fw", true, &["--version", "2c"]);
+    published_apart(&d.www.join("v2.fw"));
     proxy.lie("pass", 1);
     let stderr = exits(&d.delta(&proxy.url("v2.fw")), 5);
     assert!(stderr.contains("changed on the server"), "{stderr}");
