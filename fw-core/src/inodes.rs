@@ -183,37 +183,98 @@ impl Record {
             dir: Some(dir),
             ..Record::default()
         };
-        if let Some(text) = read_own_file(&fd) {
-            if record.parse(&text).is_none() {
-                crate::detail!("{NAME}: damaged record ignored; files are read again");
-                record.entries.clear();
+        if let Some(file) = open_own_file(&fd) {
+            match record.read(file) {
+                Ok(true) => {}
+                Ok(false) => {
+                    crate::detail!("{NAME}: damaged record ignored; files are read again");
+                    record.entries = HashMap::new();
+                }
+                // Not readable whole as text: as if there were none.
+                Err(_) => {
+                    record.entries = HashMap::new();
+                    record.generation = 0;
+                }
             }
         }
         record.generation += 1;
         record
     }
 
-    fn parse(&mut self, text: &str) -> Option<()> {
-        let mut lines = text.lines();
-        let head = lines.next()?;
-        self.generation = head.strip_prefix(MAGIC)?.trim().parse().ok()?;
-        for line in lines {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() != 8 || f[7].len() != 32 {
-                return None;
+    /// Reads the record from `file` a line at a time: false if it is
+    /// damaged; an error if it cannot be read whole as UTF-8 text. The
+    /// lines are counted first, so that the map is made once at its size
+    /// (no old and new table side by side while it grows) and the text
+    /// (about 100 bytes an inode) is never held whole.
+    fn read(&mut self, mut file: File) -> io::Result<bool> {
+        use io::{BufRead, Seek};
+        // The shortest line an entry can have: 7 numbers, the hash, newline.
+        const SHORTEST: usize = 7 * 2 + 32 + 1;
+        let (mut lines, mut bytes) = (0usize, 0usize);
+        let mut counting = io::BufReader::new((&mut file).take(MAX_BYTES));
+        loop {
+            let chunk = counting.fill_buf()?;
+            if chunk.is_empty() {
+                break;
             }
-            let n = |i: usize| f[i].parse::<i64>().ok();
-            let u = |i: usize| f[i].parse::<u64>().ok();
-            let entry = Entry {
-                generation: f[0].parse().ok()?,
-                size: u(3)?,
-                mtime: n(4)?,
-                ctime: n(5)?,
-                btime: n(6)?,
-                blake3: parse_hash(f[7])?,
-            };
-            self.entries.insert((u(1)?, u(2)?), entry);
+            lines += chunk.iter().filter(|&&b| b == b'\n').count();
+            let n = chunk.len();
+            bytes += n;
+            counting.consume(n);
         }
+        drop(counting);
+        file.seek(io::SeekFrom::Start(0))?;
+        // Not more than a record of that size can hold (a damaged one
+        // of empty lines does not reserve millions).
+        self.entries
+            .reserve(lines.saturating_sub(1).min(bytes / SHORTEST));
+        let mut reader = io::BufReader::new(file.take(MAX_BYTES));
+        let mut line = String::new();
+        let mut head = true;
+        let mut parsed = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            // After a damaged line, read on all the same: a read error or
+            // text that is not UTF-8 further on makes it unreadable.
+            if head || parsed {
+                let text = line
+                    .strip_suffix('\n')
+                    .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+                parsed = match head {
+                    true => self.parse_head(text),
+                    false => self.parse_line(text),
+                }
+                .is_some();
+                head = false;
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn parse_head(&mut self, head: &str) -> Option<()> {
+        self.generation = head.strip_prefix(MAGIC)?.trim().parse().ok()?;
+        Some(())
+    }
+
+    fn parse_line(&mut self, line: &str) -> Option<()> {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 8 || f[7].len() != 32 {
+            return None;
+        }
+        let n = |i: usize| f[i].parse::<i64>().ok();
+        let u = |i: usize| f[i].parse::<u64>().ok();
+        let entry = Entry {
+            generation: f[0].parse().ok()?,
+            size: u(3)?,
+            mtime: n(4)?,
+            ctime: n(5)?,
+            btime: n(6)?,
+            blake3: parse_hash(f[7])?,
+        };
+        self.entries.insert((u(1)?, u(2)?), entry);
         Some(())
     }
 
@@ -360,9 +421,9 @@ impl Record {
     }
 }
 
-/// Reads `inodes` in the directory `dir` (this user's, no symlink
-/// followed, at most [`MAX_BYTES`]).
-fn read_own_file(dir: &OwnedFd) -> Option<String> {
+/// Opens `inodes` in the directory `dir` if it is this user's, not
+/// writable by others and at most [`MAX_BYTES`] (no symlink followed).
+fn open_own_file(dir: &OwnedFd) -> Option<File> {
     let fd = openat(
         dir,
         NAME,
@@ -376,12 +437,7 @@ fn read_own_file(dir: &OwnedFd) -> Option<String> {
         && meta.uid() == nix::unistd::geteuid().as_raw()
         && meta.mode() & 0o022 == 0
         && meta.len() <= MAX_BYTES;
-    if !own {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(MAX_BYTES).read_to_string(&mut text).ok()?;
-    Some(text)
+    own.then_some(file)
 }
 
 /// A file's content as [`hash`] read it.
