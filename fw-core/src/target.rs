@@ -67,18 +67,11 @@ impl Installed {
     /// (relative to `.fw/`, no symlink followed, at most the manifest's
     /// bound), and parsed.
     pub fn load(dir: &Path) -> crate::Result<Installed> {
-        use crate::manifest::{Manifest, MANIFEST_PATH, MAX_JSON};
-        let json = crate::verified::read_fw_file(dir, "manifest.json", MAX_JSON).map_err(|e| {
-            crate::Error::invalid(format!(
-                "{}: not an fw version tree (no readable {MANIFEST_PATH}: {e})",
-                dir.display()
-            ))
-        })?;
-        let manifest = Manifest::from_json(&json).map_err(|e| e.context(dir.display()))?;
+        let (manifest, digest) = load_manifest(dir)?;
         Ok(Installed {
             dir: dir.to_path_buf(),
             manifest,
-            digest: Manifest::digest(&json),
+            digest,
         })
     }
 
@@ -88,23 +81,128 @@ impl Installed {
     }
 }
 
-/// Every installed version of the target, by directory name. Directories
-/// without a readable manifest (e.g. a tree adopted from a hand-made
-/// device) are left out.
-pub fn installed_versions(target: &Path) -> Vec<Installed> {
+/// A manifest's bytes as they are read: hashed on the way (its digest),
+/// at most `limit` of them, the first read error kept for the caller.
+struct Streamed {
+    file: std::fs::File,
+    hasher: blake3::Hasher,
+    read: u64,
+    limit: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl Streamed {
+    fn new(file: std::fs::File, limit: u64) -> Streamed {
+        Streamed {
+            file,
+            hasher: blake3::Hasher::new(),
+            read: 0,
+            limit,
+            failed: None,
+        }
+    }
+
+    /// Reads what is left (after a parse error: a read error or too many
+    /// bytes further on is what reading it whole would have reported).
+    fn drain(&mut self) {
+        let _ = std::io::copy(self, &mut std::io::sink());
+    }
+
+    fn digest(&self) -> String {
+        self.hasher.finalize().to_hex().to_string()
+    }
+}
+
+impl std::io::Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.read += n as u64;
+                if self.read > self.limit {
+                    self.failed = Some(crate::verified::larger_than(self.limit));
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.failed = Some(e);
+                Err(kind.into())
+            }
+        }
+    }
+}
+
+/// The manifest in `dir` and its digest, as [`Installed::load`] gives
+/// them. Parsed as it is read: its bytes (up to 8 MiB) are not held
+/// beside the parsed manifest.
+fn load_manifest(dir: &Path) -> crate::Result<(crate::manifest::Manifest, String)> {
+    use crate::manifest::{Manifest, MANIFEST_PATH, MAX_JSON};
+    let unreadable = |e: std::io::Error| {
+        crate::Error::invalid(format!(
+            "{}: not an fw version tree (no readable {MANIFEST_PATH}: {e})",
+            dir.display()
+        ))
+    };
+    let file = crate::verified::open_fw_file(dir, "manifest.json", MAX_JSON).map_err(unreadable)?;
+    let mut bytes = Streamed::new(file, MAX_JSON);
+    let parsed = Manifest::from_reader(std::io::BufReader::new(&mut bytes));
+    if parsed.is_err() {
+        bytes.drain();
+    }
+    if let Some(e) = bytes.failed.take() {
+        return Err(unreadable(e));
+    }
+    let manifest = parsed.map_err(|e| e.context(dir.display()))?;
+    Ok((manifest, bytes.digest()))
+}
+
+/// The digest of the manifest in `dir` ([`Installed::digest`]), read as
+/// [`Installed::load`] reads it but not parsed: equal digests are equal
+/// bytes, so a manifest with the digest of one that parsed parses too.
+pub fn manifest_digest(dir: &Path) -> std::io::Result<String> {
+    use crate::manifest::MAX_JSON;
+    let file = crate::verified::open_fw_file(dir, "manifest.json", MAX_JSON)?;
+    let mut bytes = Streamed::new(file, MAX_JSON);
+    bytes.drain();
+    match bytes.failed.take() {
+        Some(e) => Err(e),
+        None => Ok(bytes.digest()),
+    }
+}
+
+/// The directories of the target that may be installed versions (not
+/// hidden), sorted: [`installed_versions`] without reading their
+/// manifests.
+pub fn installed_dirs(target: &Path) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::read_dir(target) else {
         return Vec::new();
     };
-    let mut versions: Vec<Installed> = dir
+    let mut dirs: Vec<PathBuf> = dir
         .flatten()
         .filter(|entry| {
             entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
                 && !entry.file_name().to_string_lossy().starts_with('.')
         })
-        .filter_map(|entry| Installed::read(&entry.path()))
+        .map(|entry| entry.path())
         .collect();
-    versions.sort_by(|a, b| a.dir.cmp(&b.dir));
-    versions
+    dirs.sort();
+    dirs
+}
+
+/// Every installed version of the target, by directory name. Directories
+/// without a readable manifest (e.g. a tree adopted from a hand-made
+/// device) are left out.
+pub fn installed_versions(target: &Path) -> Vec<Installed> {
+    installed_dirs(target)
+        .iter()
+        .filter_map(|dir| Installed::read(dir))
+        .collect()
 }
 
 /// The security_version of every installed version (as
@@ -115,25 +213,21 @@ pub fn installed_security_versions(target: &Path) -> Vec<u64> {
     struct Head {
         security_version: u64,
     }
-    let Ok(dir) = std::fs::read_dir(target) else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter(|entry| {
-            entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
-                && !entry.file_name().to_string_lossy().starts_with('.')
-        })
-        .filter_map(|entry| {
-            let json = crate::verified::read_fw_file(
-                &entry.path(),
-                "manifest.json",
-                crate::manifest::MAX_JSON,
-            )
-            .ok()?;
-            // Entries are skipped by the parser, not built.
-            serde_json::from_slice::<Head>(&json)
-                .ok()
-                .map(|head| head.security_version)
+    installed_dirs(target)
+        .iter()
+        .filter_map(|dir| {
+            let file =
+                crate::verified::open_fw_file(dir, "manifest.json", crate::manifest::MAX_JSON)
+                    .ok()?;
+            // Entries are skipped by the parser, not built; the bytes are
+            // streamed, not held (a manifest that is too large or cannot
+            // be read whole fails here as reading it whole would).
+            let mut bytes = Streamed::new(file, crate::manifest::MAX_JSON);
+            let head = serde_json::from_reader::<_, Head>(std::io::BufReader::new(&mut bytes));
+            match (head, bytes.failed) {
+                (Ok(head), None) => Some(head.security_version),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -141,7 +235,7 @@ pub fn installed_security_versions(target: &Path) -> Vec<u64> {
 /// The identity under which files are shared between versions: content,
 /// mode, owner and extended attributes. Modification times are
 /// deliberately not part of it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
     /// The BLAKE3, as bytes: a root filesystem has tens of thousands.
     pub blake3: [u8; 32],
@@ -182,9 +276,14 @@ impl FileKey {
 #[derive(Debug, Default)]
 pub struct SharedFiles {
     target: PathBuf,
-    /// The first installed file of each identity (the others are looked
-    /// up only when it is damaged, to keep memory flat).
-    files: std::collections::HashMap<FileKey, (PathBuf, u64)>,
+    /// The installed versions' directories, in order.
+    dirs: Vec<PathBuf>,
+    /// The first installed file of each identity, sorted by identity (the
+    /// others are looked up only when it is damaged). Neither a map nor
+    /// absolute paths: at the manifest's limit of files, a few MiB less.
+    files: Vec<Slot>,
+    /// The relative paths of `files`, end to end.
+    paths: String,
     record: std::sync::Mutex<crate::inodes::Record>,
     /// Inodes found to differ from their manifests, reported once.
     damaged: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
@@ -193,26 +292,92 @@ pub struct SharedFiles {
     versions: std::sync::OnceLock<Vec<Installed>>,
 }
 
+/// An installed file of [`SharedFiles`].
+#[derive(Debug)]
+struct Slot {
+    key: FileKey,
+    size: u64,
+    /// Its version, by index of `dirs`.
+    version: u32,
+    /// Where its path (relative to the version) is in `paths`.
+    path: (u32, u32),
+}
+
 impl SharedFiles {
     pub fn of_target(target: &Path) -> SharedFiles {
-        let mut files = std::collections::HashMap::new();
-        for version in installed_versions(target) {
-            for entry in &version.manifest.entries {
-                if let Some(key) = FileKey::of(entry) {
-                    let size = entry.size.unwrap_or(0);
-                    files
-                        .entry(key)
-                        .or_insert_with(|| (version.dir.join(&entry.path), size));
-                }
+        let mut shared = SharedFiles {
+            target: target.to_path_buf(),
+            ..SharedFiles::default()
+        };
+        // One manifest at a time, dropped once its files are in.
+        for dir in installed_dirs(target) {
+            if let Ok((manifest, _)) = load_manifest(&dir) {
+                shared.add(dir, &manifest);
             }
         }
-        SharedFiles {
-            target: target.to_path_buf(),
-            files,
-            record: std::sync::Mutex::new(crate::inodes::Record::load(target)),
-            damaged: Default::default(),
-            versions: Default::default(),
+        shared.files.shrink_to_fit();
+        shared.paths.shrink_to_fit();
+        shared.record = std::sync::Mutex::new(crate::inodes::Record::load(target));
+        shared
+    }
+
+    /// Adds the files of the version in `dir` whose identity no earlier
+    /// version has: the first of each stays first.
+    fn add(&mut self, dir: PathBuf, manifest: &crate::manifest::Manifest) {
+        let Ok(version) = u32::try_from(self.dirs.len()) else {
+            return;
+        };
+        self.dirs.push(dir);
+        let files = || {
+            manifest
+                .entries
+                .iter()
+                .filter(|e| e.kind == crate::manifest::Kind::File && e.blake3.is_some())
+        };
+        // Room for exactly this version's files, not twice as much.
+        self.files.reserve_exact(files().count());
+        self.paths
+            .reserve_exact(files().map(|e| e.path.len()).sum());
+        let earlier = self.files.len();
+        for entry in files() {
+            let Some(key) = FileKey::of(entry) else {
+                continue;
+            };
+            if self.files[..earlier]
+                .binary_search_by(|slot| slot.key.cmp(&key))
+                .is_ok()
+            {
+                continue;
+            }
+            // Paths beyond 4 GiB in all (never at the manifest's bound): not shared.
+            let (Ok(start), Ok(len)) = (
+                u32::try_from(self.paths.len()),
+                u32::try_from(entry.path.len()),
+            ) else {
+                break;
+            };
+            self.paths.push_str(&entry.path);
+            self.files.push(Slot {
+                key,
+                size: entry.size.unwrap_or(0),
+                version,
+                path: (start, len),
+            });
         }
+        // Sorted by identity; of equal ones the first in the versions' and
+        // manifests' order (paths are added in that order) is kept.
+        self.files.sort_unstable_by(|a, b| {
+            (&a.key, a.version, a.path.0).cmp(&(&b.key, b.version, b.path.0))
+        });
+        self.files.dedup_by(|later, first| later.key == first.key);
+    }
+
+    /// The first installed file of `key`'s identity and its size.
+    fn first(&self, key: &FileKey) -> Option<(PathBuf, u64)> {
+        let slot = &self.files[self.files.binary_search_by(|slot| slot.key.cmp(key)).ok()?];
+        let start = slot.path.0 as usize;
+        let path = &self.paths[start..start + slot.path.1 as usize];
+        Some((self.dirs[slot.version as usize].join(path), slot.size))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -228,8 +393,8 @@ impl SharedFiles {
     /// metadata (for [`SharedFiles::linked`]).
     pub fn find(&self, entry: &crate::manifest::Entry) -> Option<(PathBuf, std::fs::Metadata)> {
         let key = FileKey::of(entry)?;
-        let (first, size) = self.files.get(&key)?;
-        if let Some(found) = self.proven(&key, first, *size) {
+        let (first, size) = self.first(&key)?;
+        if let Some(found) = self.proven(&key, &first, size) {
             return Some(found);
         }
         // The first is missing, changed or damaged: any other installed
@@ -244,7 +409,7 @@ impl SharedFiles {
                     .filter(|e| FileKey::of(e).as_ref() == Some(&key))
                     .map(move |e| (version.dir.join(&e.path), e.size.unwrap_or(0)))
             })
-            .filter(|(path, _)| path != first)
+            .filter(|(path, _)| *path != first)
             .find_map(|(path, size)| self.proven(&key, &path, size))
     }
 
@@ -361,4 +526,100 @@ pub fn sync_dir(dir: &Path) -> crate::Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| crate::Error::io(format!("fsync {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Entry, Kind, Manifest, FORMAT, MANIFEST_PATH, MAX_JSON};
+
+    fn file(path: &str, content: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: Some(content.len() as u64),
+            blake3: Some(blake3::hash(content).to_hex().to_string()),
+            target: None,
+            hardlink: None,
+            mtime: None,
+            gz: None,
+            xattrs: None,
+        }
+    }
+
+    /// A version `name` in `target` holding `files`; returns its manifest's bytes.
+    fn version(target: &Path, name: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+        let dir = target.join(name);
+        std::fs::create_dir_all(dir.join(".fw")).unwrap();
+        for (path, content) in files {
+            std::fs::write(dir.join(path), content).unwrap();
+        }
+        let manifest = Manifest {
+            format: FORMAT,
+            name: name.into(),
+            version: "1".into(),
+            security_version: 0,
+            created: 0,
+            tool: "test".into(),
+            gz_length: None,
+            entries: files.iter().map(|(p, c)| file(p, c)).collect(),
+        };
+        let json = manifest.to_json();
+        std::fs::write(dir.join(MANIFEST_PATH), &json).unwrap();
+        json
+    }
+
+    #[test]
+    fn the_first_copy_is_the_first_in_version_and_manifest_order() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path();
+        let same: &[u8] = b"same";
+        version(target, "b", &[("c", same), ("d", b"other")]);
+        version(target, "a", &[("x", same), ("y", same)]);
+        std::fs::create_dir(target.join("no-manifest")).unwrap();
+        let shared = SharedFiles::of_target(target);
+        let found = |content: &[u8]| shared.find(&file("new", content)).map(|(p, _)| p);
+        assert_eq!(found(same), Some(target.join("a/x")));
+        assert_eq!(found(b"other"), Some(target.join("b/d")));
+        assert_eq!(found(b"none"), None);
+        // The first copy changed: another one.
+        std::fs::write(target.join("a/x"), b"more").unwrap();
+        assert_eq!(found(same), Some(target.join("a/y")));
+    }
+
+    #[test]
+    fn a_manifest_reads_as_its_bytes_say() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path();
+        let json = version(target, "v", &[("f", b"data")]);
+        let loaded = Installed::load(&target.join("v")).unwrap();
+        assert_eq!(loaded.digest, Manifest::digest(&json));
+        assert_eq!(loaded.manifest, Manifest::from_json(&json).unwrap());
+        assert_eq!(manifest_digest(&target.join("v")).unwrap(), loaded.digest);
+        assert_eq!(installed_security_versions(target), vec![0]);
+
+        // Malformed: the parser's own message.
+        let path = target.join("v").join(MANIFEST_PATH);
+        std::fs::write(&path, &json[..json.len() - 5]).unwrap();
+        let want = Manifest::from_json(&json[..json.len() - 5]).unwrap_err();
+        let err = Installed::load(&target.join("v")).unwrap_err();
+        assert_eq!(
+            err.message,
+            want.context(target.join("v").display()).message
+        );
+        assert!(installed_security_versions(target).is_empty());
+
+        // Too large, even though its start parses: not read.
+        let mut large = json.clone();
+        large.resize(MAX_JSON as usize + 1, b' ');
+        std::fs::write(&path, &large).unwrap();
+        let err = Installed::load(&target.join("v")).unwrap_err();
+        assert!(err.message.contains("larger than"), "{}", err.message);
+        assert!(manifest_digest(&target.join("v")).is_err());
+        assert!(installed_security_versions(target).is_empty());
+        assert!(installed_versions(target).is_empty());
+    }
 }

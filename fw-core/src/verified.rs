@@ -40,6 +40,20 @@ fn open_fw_dir(tree: &Path) -> io::Result<OwnedFd> {
 /// Reads `.fw/NAME` of `tree`: a regular file (a symlink is not
 /// followed), at most `limit` bytes.
 pub fn read_fw_file(tree: &Path, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+    let file = open_fw_file(tree, name, limit)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(larger_than(limit));
+    }
+    Ok(bytes)
+}
+
+/// Opens `.fw/NAME` of `tree` as [`read_fw_file`] reads it (a regular
+/// file, no symlink followed), refusing one that is larger than `limit`
+/// bytes now: for a caller that streams it rather than hold its bytes,
+/// and must still stop at `limit` (see [`larger_than`]).
+pub fn open_fw_file(tree: &Path, name: &str, limit: u64) -> io::Result<File> {
     let dir = open_fw_dir(tree)?;
     let fd = openat(
         &dir,
@@ -48,21 +62,25 @@ pub fn read_fw_file(tree: &Path, name: &str, limit: u64) -> io::Result<Vec<u8>> 
         Mode::empty(),
     )?;
     let file = File::from(fd);
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a regular file",
         ));
     }
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {limit} bytes"),
-        ));
+    if meta.len() > limit {
+        return Err(larger_than(limit));
     }
-    Ok(bytes)
+    Ok(file)
+}
+
+/// The error of a `.fw/` file that is larger than `limit` bytes.
+pub fn larger_than(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("larger than {limit} bytes"),
+    )
 }
 
 /// Refuses (exit 5) a tree whose `.fw/` is not a directory or holds
@@ -115,6 +133,12 @@ pub fn check_fw_dir(tree: &Path) -> Result<()> {
 
 /// The tree's manifest, if `.fw/verified` records exactly it.
 pub fn verified_manifest(tree: &Path) -> Result<Manifest> {
+    verified_version(tree).map(|version| version.manifest)
+}
+
+/// The tree's manifest and its digest, if `.fw/verified` records exactly
+/// it.
+pub fn verified_version(tree: &Path) -> Result<crate::target::Installed> {
     let version = crate::target::Installed::load(tree)?;
     let recorded = read_fw_file(tree, VERIFIED, 4096).unwrap_or_default();
     if String::from_utf8_lossy(&recorded).trim() != version.digest {
@@ -123,7 +147,7 @@ pub fn verified_manifest(tree: &Path) -> Result<Manifest> {
             tree.display()
         )));
     }
-    Ok(version.manifest)
+    Ok(version)
 }
 
 pub fn is_verified(tree: &Path) -> bool {
