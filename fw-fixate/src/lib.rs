@@ -154,17 +154,16 @@ fn move_into_place(tree: &Path, target: &Path, name: &str) -> Result<PathBuf> {
     )))
 }
 
-/// Refuses a tree identical to an installed version.
-fn refuse_reinstall(tree: &Path, target: &Path, manifest: &Manifest) -> Result<()> {
-    let Some(new) = fw_core::target::Installed::read(tree) else {
-        return Ok(());
-    };
-    match fw_core::target::installed_versions(target)
+/// Refuses a tree identical to an installed version: one whose manifest
+/// has the tree's digest. Only digests are compared (equal digests, equal
+/// bytes): no installed manifest is parsed or held.
+fn refuse_reinstall(target: &Path, manifest: &Manifest, digest: &str) -> Result<()> {
+    let same = fw_core::target::installed_dirs(target)
         .into_iter()
-        .find(|v| v.digest == new.digest)
-    {
+        .find(|dir| fw_core::target::manifest_digest(dir).is_ok_and(|d| d == digest));
+    match same {
         Some(same) => {
-            let dir = same.dir.file_name().unwrap_or_default().to_string_lossy();
+            let dir = same.file_name().unwrap_or_default().to_string_lossy();
             Err(Error::invalid(format!(
                 "{} {} is installed already as {dir} in {} (identical manifest): nothing \
                  changed; `fw-switch to {dir}` makes it current, --reinstall installs it again",
@@ -198,9 +197,10 @@ pub fn fixate(
             tree.display()
         )));
     }
-    let manifest = verified_manifest(&tree)?;
+    let verified = fw_core::verified::verified_version(&tree)?;
+    let manifest = verified.manifest;
     if !reinstall {
-        refuse_reinstall(&tree, &target, &manifest)?;
+        refuse_reinstall(&target, &manifest, &verified.digest)?;
     }
     let mut out = Fixated::default();
     let shared = SharedFiles::of_target(&target);
