@@ -40,7 +40,7 @@
 //!   error, so omitted data is never silently taken for content. Only a
 //!   reader made with [`GzReader::accepting_omitted`] accepts them at all.
 
-mod inflate;
+mod libdeflate;
 mod member;
 mod pool;
 mod reader;

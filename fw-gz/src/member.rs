@@ -3,44 +3,9 @@
 //! parsing and marking members, and inflating a whole member with its
 //! trailer checked.
 
-use std::cell::RefCell;
 use std::io::{self, Read};
 
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-
-// One deflate state per thread, reset for each member rather than made
-// anew: a package whose small files have members of their own has tens of
-// thousands, and a new zlib state allocates and clears about 300 KB, which
-// cost more than compressing a small file (page faults and clearing showed
-// as ~4% of fw-sign's profile on a root filesystem). Inflating keeps its
-// own per thread (crate::inflate).
-thread_local! {
-    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
-}
-
-/// Appends the raw deflate stream of `data` to `out`.
-fn deflate_into(data: &[u8], level: Compression, out: &mut Vec<u8>) {
-    DEFLATE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        match &mut *slot {
-            Some((l, compress)) if *l == level.level() => compress.reset(),
-            _ => *slot = Some((level.level(), Compress::new(level, false))),
-        }
-        let (_, compress) = slot.as_mut().expect("set above");
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(data.len() / 4 + 1024);
-            }
-            let consumed = compress.total_in() as usize;
-            let status = compress
-                .compress_vec(&data[consumed..], out, FlushCompress::Finish)
-                .expect("deflating into memory cannot fail");
-            if status == Status::StreamEnd {
-                return;
-            }
-        }
-    })
-}
+use flate2::{Compression, Crc};
 
 /// The largest member [`GzReader`](crate::GzReader) inflates in parallel, compressed or
 /// not: bounds the memory a hostile stream can make it hold.
@@ -63,7 +28,7 @@ pub fn compress_member(data: &[u8], level: Compression) -> Vec<u8> {
     out.extend_from_slice(&[0x1f, 0x8b, 8, FEXTRA, 0, 0, 0, 0, 0, 255, 8, 0]);
     out.extend_from_slice(&SUBFIELD);
     out.extend_from_slice(&[4, 0, 0, 0, 0, 0]);
-    deflate_into(data, level, &mut out);
+    crate::libdeflate::deflate_into(data, level.level(), &mut out);
     let mut crc = Crc::new();
     crc.update(data);
     out.extend_from_slice(&crc.sum().to_le_bytes());
@@ -268,12 +233,14 @@ pub(crate) fn inflate_member(member: &[u8], header_len: usize, at: u64) -> io::R
     }
     // One byte of room past the declared size, so that more output than
     // declared shows instead of being cut silently.
-    let out = crate::inflate::inflate(body, size + 1).map_err(|why| match why {
-        crate::inflate::Refused::Corrupt => corrupt(
+    let out = crate::libdeflate::inflate(body, size + 1).map_err(|why| match why {
+        crate::libdeflate::Refused::Corrupt => corrupt(
             at,
             "corrupt deflate data, or it does not end where its length says",
         ),
-        crate::inflate::Refused::TooLong => corrupt(at, "inflates to more than its trailer says"),
+        crate::libdeflate::Refused::TooLong => {
+            corrupt(at, "inflates to more than its trailer says")
+        }
     })?;
     let mut check = Crc::new();
     check.update(&out);
