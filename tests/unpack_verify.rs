@@ -676,7 +676,11 @@ fn unpacked_files_leave_the_page_cache() {
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("big"), noise(6 << 20, 3)).unwrap();
     for i in 0..40 {
-        std::fs::write(tree.join(format!("etc/small-{i}")), noise(3000 + i, i as u64)).unwrap();
+        std::fs::write(
+            tree.join(format!("etc/small-{i}")),
+            noise(3000 + i, i as u64),
+        )
+        .unwrap();
     }
     let staged = s.unpack(&s.pack(&tree, &[]));
     let files: Vec<PathBuf> = walk(&staged)
