@@ -8,6 +8,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 const WAKE_AT: usize = 32;
 /// Files (open descriptors) waiting, at most.
 const MAX_WAITING: usize = 256;
+/// The smallest file whose pages are dropped once written. Waiting for
+/// each tiny file's write costs more than its pages: 35,000 one-line
+/// files took fw-unpack 4.4–5.8 s keeping them and 5.3–6.1 s dropping them
+/// (alternating, the machine otherwise busy). Files of 64 KiB or more
+/// are 16% of the debootstrap tree's files and 82% of its bytes.
+const DROP_AT: u64 = 64 << 10;
 
 /// Starts writing each finished file's pages to disk, in a thread of its
 /// own, so that fw-fixate's syncfs finds most of the tree already written
@@ -15,8 +21,9 @@ const MAX_WAITING: usize = 256;
 /// when blocks are allocated: work taken off the writing threads). Only
 /// a hint: errors are ignored, syncfs reports them.
 ///
-/// Once a file is on disk its pages leave the page cache
-/// (`POSIX_FADV_DONTNEED`): nothing reads a new version before it boots,
+/// Once a file of [`DROP_AT`] bytes or more is on disk its pages leave the
+/// page cache (`POSIX_FADV_DONTNEED`): nothing reads a new version before
+/// it boots,
 /// and a device's memory is mostly page cache already, so every page a
 /// large install leaves cached must be reclaimed from the device's
 /// running programs, and every page it writes waits for one to be
@@ -103,12 +110,15 @@ fn run(shared: &Shared) {
             }
             std::mem::take(&mut state.files)
         };
-        // Start writing the whole batch, then wait for each file and
-        // drop its pages from the page cache.
+        // Start writing the whole batch, then wait for each file of
+        // DROP_AT bytes or more and drop its pages from the page cache.
         for file in &files {
             sync_file_range(file, nix::libc::SYNC_FILE_RANGE_WRITE);
         }
         for file in &files {
+            if file.metadata().map_or(true, |meta| meta.len() < DROP_AT) {
+                continue;
+            }
             sync_file_range(
                 file,
                 nix::libc::SYNC_FILE_RANGE_WAIT_BEFORE
