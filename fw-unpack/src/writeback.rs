@@ -8,11 +8,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 const WAKE_AT: usize = 32;
 /// Files (open descriptors) waiting, at most.
 const MAX_WAITING: usize = 256;
-/// The smallest file whose pages are dropped once written. Waiting for
-/// each tiny file's write costs more than its pages: 35,000 one-line
-/// files took fw-unpack 4.4–5.8 s keeping them and 5.3–6.1 s dropping them
-/// (alternating, the machine otherwise busy). Files of 64 KiB or more
-/// are 16% of the debootstrap tree's files and 82% of its bytes.
+/// The smallest file whose pages are dropped once written: waiting for
+/// each tiny file's write is a wait per file for little memory, and it
+/// showed when the disk was busy with other work (35,000 one-line files:
+/// fw-unpack 4.4–5.8 s keeping their pages, 5.3–6.1 s dropping them, the
+/// test suite running beside it; on an idle machine 1.15–1.29 s either
+/// way). Files of 64 KiB or more are 16% of the debootstrap tree's files
+/// and 82% of its bytes.
 const DROP_AT: u64 = 64 << 10;
 
 /// Starts writing each finished file's pages to disk, in a thread of its
@@ -21,16 +23,17 @@ const DROP_AT: u64 = 64 << 10;
 /// when blocks are allocated: work taken off the writing threads). Only
 /// a hint: errors are ignored, syncfs reports them.
 ///
-/// Once a file of [`DROP_AT`] bytes or more is on disk its pages leave the
-/// page cache (`POSIX_FADV_DONTNEED`): nothing reads a new version before
-/// it boots,
-/// and a device's memory is mostly page cache already, so every page a
-/// large install leaves cached must be reclaimed from the device's
-/// running programs, and every page it writes waits for one to be
-/// reclaimed. Dropping its own pages lets fw-unpack reuse them. Measured
-/// here on a fresh install of the debootstrap tree (650 MB, 24 GiB of
-/// which 22 GiB page cache, 4 alternating runs): fw-unpack 1.9–2.6 s with
-/// 1.1 s of system time, against 2.5–5.3 s and 2.4–3.7 s keeping them.
+/// Once a file of [`DROP_AT`] bytes or more is on disk its pages leave
+/// the page cache (`POSIX_FADV_DONTNEED`): nothing reads a new version
+/// before it boots, and a device's memory is mostly page cache already,
+/// so every page a large install leaves cached must be reclaimed from
+/// the device's running programs, and every page it writes waits for one
+/// to be reclaimed. Dropping its own pages lets fw-unpack reuse them.
+/// Measured here on a fresh install of the debootstrap tree (650 MB; 24
+/// GiB of memory, 22 GiB of it page cache; 4 alternating runs, every
+/// file dropped): fw-unpack 1.9–2.6 s with 1.0–1.2 s of system time,
+/// against 2.5–5.3 s and 2.4–3.7 s keeping them; dropping only files of
+/// 64 KiB or more measured the same (2.04–2.28 s against 1.86–3.37 s).
 pub(crate) struct Writeback {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
