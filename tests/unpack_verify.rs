@@ -674,7 +674,11 @@ fn unpacked_files_leave_the_page_cache() {
     let s = Setup { tmp, keys, target };
     let tree = s.tmp.path().join("fw");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
-    let large = [("big", 6 << 20), ("etc/mid", 200_000), ("etc/edge", 64 << 10)];
+    let large = [
+        ("big", 6 << 20),
+        ("etc/mid", 200_000),
+        ("etc/edge", 64 << 10),
+    ];
     for (i, (name, len)) in large.iter().enumerate() {
         std::fs::write(tree.join(name), noise(*len, i as u64)).unwrap();
     }
