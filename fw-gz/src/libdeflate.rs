@@ -57,8 +57,10 @@ thread_local! {
 }
 
 /// Appends the raw deflate stream of `data`, at `level` (0 to 9, as
-/// gzip's), to `out`.
-pub(crate) fn deflate_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
+/// gzip's), to `out`, with room for `then` more bytes after it: `out` is
+/// allocated once, at libdeflate's bound (a 1 MiB member grown from a
+/// guess was copied when it outgrew it).
+pub(crate) fn deflate_into(data: &[u8], level: u32, out: &mut Vec<u8>, then: usize) {
     let level = i32::try_from(level.min(9)).expect("0 to 9");
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -75,7 +77,7 @@ pub(crate) fn deflate_into(data: &[u8], level: u32, out: &mut Vec<u8>) {
         // SAFETY: the compressor is this thread's own; the bound is
         // libdeflate's worst case for this many bytes.
         let bound = unsafe { sys::libdeflate_deflate_compress_bound(c.0.as_ptr(), data.len()) };
-        out.reserve(bound);
+        out.reserve(bound + then);
         // SAFETY: the input is a live slice; the output pointer has at
         // least `bound` bytes of spare capacity, which libdeflate never
         // writes past.
@@ -145,7 +147,7 @@ mod tests {
 
     fn deflate(data: &[u8]) -> Vec<u8> {
         let mut out = vec![7];
-        deflate_into(data, 6, &mut out);
+        deflate_into(data, 6, &mut out, 0);
         assert_eq!(out[0], 7, "appended");
         out.remove(0);
         out
@@ -159,7 +161,8 @@ mod tests {
         for level in [0, 1, 6, 9, 12] {
             for input in [&data[..], b"", b"x"] {
                 let mut z = Vec::new();
-                deflate_into(input, level, &mut z);
+                deflate_into(input, level, &mut z, 8);
+                assert!(z.capacity() - z.len() >= 8, "room for a trailer");
                 let mut back = Vec::new();
                 flate2::read::DeflateDecoder::new(&z[..])
                     .read_to_end(&mut back)

@@ -24,11 +24,12 @@ pub(crate) const FEXTRA: u8 = 0x04;
 
 /// Compresses `data` into one gzip member carrying its own length.
 pub fn compress_member(data: &[u8], level: Compression) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(&[0x1f, 0x8b, 8, FEXTRA, 0, 0, 0, 0, 0, 255, 8, 0]);
     out.extend_from_slice(&SUBFIELD);
     out.extend_from_slice(&[4, 0, 0, 0, 0, 0]);
-    crate::libdeflate::deflate_into(data, level.level(), &mut out);
+    // Room for the trailer too.
+    crate::libdeflate::deflate_into(data, level.level(), &mut out, 8);
     let mut crc = Crc::new();
     crc.update(data);
     out.extend_from_slice(&crc.sum().to_le_bytes());
